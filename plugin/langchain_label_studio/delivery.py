@@ -1,0 +1,228 @@
+"""Delivery: lease a batch from the outbox and write it to Label Studio, once.
+
+- Prompt captures are bulk-imported (one request per batch).
+- A chat session is one task: its newest capture creates the task or replaces the
+  task's data and pre-filled answer; once an annotator has worked on the task, the
+  session's next capture starts a new task.
+- A batch whose outcome is unknown is looked up by ``capture_id`` before it is sent
+  again, so retries never make a second task.
+- A batch refused with a 4xx is split until the bad record is alone; that record goes
+  to the dead letters with Label Studio's reason.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .client import AuthError, LabelStudioClient, LabelStudioError, Rejected, Unavailable
+from .label_config import DEFAULT_CONFIGS, Layout, check_mode, parse_layout
+from .metrics import Metrics
+from .outbox.base import Claimed, Outbox
+from .task import build_task, prediction
+
+
+class ProjectConfigError(LabelStudioError):
+    """The target project cannot take captures (its label config does not fit the mode)."""
+
+
+@dataclass(frozen=True)
+class ResolvedProject:
+    id: int
+    layout: Layout
+
+
+def backoff(attempt: int, base_s: float = 1.0, cap_s: float = 60.0) -> float:
+    """Exponential backoff with full jitter: a random delay up to ``base * 2**attempt``."""
+    return random.uniform(base_s / 2, min(cap_s, base_s * 2 ** min(attempt, 16)))
+
+
+class Delivery:
+    """Moves batches from an outbox to Label Studio. Used by one worker thread."""
+
+    def __init__(
+        self,
+        client: LabelStudioClient,
+        outbox: Outbox,
+        metrics: Metrics,
+        *,
+        batch_size: int = 500,
+        lease_s: float = 120.0,
+        lock_dir: Path | None = None,
+    ) -> None:
+        self.client = client
+        self.outbox = outbox
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.lease_s = lease_s
+        self.lock_dir = lock_dir
+        self.failures = 0
+        self._projects: dict[str, ResolvedProject] = {}
+
+    # -- one step ----------------------------------------------------------------------
+    def step(self) -> bool:
+        """Deliver one batch. Returns True if a batch was taken (delivered or not)."""
+        batch = self.outbox.claim(self.batch_size, self.lease_s)
+        if not batch:
+            return False
+        seqs = [c.seq for c in batch]
+        try:
+            project = self._resolve(batch[0].record.project)
+            self._deliver(project, batch)
+        except (AuthError, ProjectConfigError) as exc:
+            self.failures += 1
+            self.metrics.error(str(exc))
+            self._retry(seqs, backoff(self.failures, base_s=10.0, cap_s=300.0))
+        except Unavailable as exc:
+            self.failures += 1
+            self.metrics.error(str(exc))
+            self._retry(seqs, backoff(self.failures))
+        except LabelStudioError as exc:
+            self.failures += 1
+            self.metrics.error(str(exc))
+            self._retry(seqs, backoff(self.failures, base_s=5.0, cap_s=300.0))
+        else:
+            self.failures = 0
+        return True
+
+    def _retry(self, seqs: list[int], delay: float) -> None:
+        # Records already removed (delivered before the failure) are simply not updated.
+        self.outbox.retry_later(seqs, delay)
+        self.metrics.add("retried", len(seqs))
+
+    # -- projects ----------------------------------------------------------------------
+    def _resolve(self, spec: dict[str, Any]) -> ResolvedProject:
+        key = f"id:{spec['id']}" if spec.get("id") is not None else f"title:{spec['title']}"
+        if key in self._projects:
+            return self._projects[key]
+        if spec.get("id") is not None:
+            project = self.client.get_project(int(spec["id"]))
+        else:
+            with self._project_lock():
+                project = self.client.find_project(spec["title"])
+                if project is None:
+                    config = spec.get("label_config") or DEFAULT_CONFIGS[spec["mode"]]
+                    project = self.client.create_project(spec["title"], config)
+        label = project.get("label_config") or ""
+        name = f"project {project.get('title', '')!r} (id {project['id']})"
+        try:
+            layout = parse_layout(label)
+            check_mode(layout, spec["mode"])
+        except ValueError as exc:
+            raise ProjectConfigError(
+                f"Label Studio {name} cannot take {spec['mode']} captures: {exc} "
+                "Fix the project's labeling interface or map the route to another project; "
+                "captures wait in the outbox meanwhile."
+            ) from None
+        resolved = ResolvedProject(int(project["id"]), layout)
+        self._projects[key] = resolved
+        return resolved
+
+    @contextmanager
+    def _project_lock(self) -> Iterator[None]:
+        """A file lock so that processes sharing an outbox create a project once."""
+        if self.lock_dir is None:
+            yield
+            return
+        with open(self.lock_dir / "projects.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- a batch of one project --------------------------------------------------------
+    def _deliver(self, project: ResolvedProject, batch: list[Claimed]) -> None:
+        pending = self._settle_unknown(project, batch)
+        singles = [c for c in pending if c.record.session is None]
+        sessions: dict[str, list[Claimed]] = {}
+        for c in pending:
+            if c.record.session is not None:
+                sessions.setdefault(c.record.session, []).append(c)
+
+        new_sessions: list[list[Claimed]] = []
+        for turns in sessions.values():
+            if not self._update_session(project, turns):
+                new_sessions.append(turns)
+
+        if singles:
+            self._import(project, [[c] for c in singles])
+        if new_sessions:
+            self._import(project, new_sessions)
+
+    def _settle_unknown(self, project: ResolvedProject, batch: list[Claimed]) -> list[Claimed]:
+        """Find in Label Studio the records an earlier send may have created."""
+        unsure = [c for c in batch if c.sent]
+        if not unsure:
+            return batch
+        found = self.client.tasks_by_data(project.id, "capture_id", [c.record.capture_id for c in unsure])
+        settled: set[int] = set()
+        for c in unsure:
+            task_id = found.get(c.record.capture_id)
+            if task_id is None:
+                continue
+            if c.record.session is not None:
+                self.outbox.set_session_task(c.record.project_key, c.record.session, task_id, None)
+                settled.update(o.seq for o in batch if o.record.session == c.record.session and o.seq <= c.seq)
+            else:
+                settled.add(c.seq)
+        if settled:
+            self.outbox.done(sorted(settled))
+            self.metrics.add("delivered", len(settled))
+        return [c for c in batch if c.seq not in settled]
+
+    def _update_session(self, project: ResolvedProject, turns: list[Claimed]) -> bool:
+        """Write the newest turn into the session's task. False when a new task is needed."""
+        latest = max(turns, key=lambda c: c.seq)
+        record = latest.record
+        mapping = self.outbox.session_task(record.project_key, record.session or "")
+        if mapping is None:
+            return False
+        task = self.client.get_task(mapping[0])
+        if task is None or _is_annotated(task):
+            return False
+        self.client.update_task(task["id"], build_task(record, project.layout)["data"])
+        if record.response is not None:
+            pred = prediction(record, project.layout)
+            existing = task.get("predictions") or []
+            if existing:
+                self.client.update_prediction(existing[-1]["id"], pred)
+            else:
+                self.client.create_prediction(task["id"], pred)
+        self.outbox.done([c.seq for c in turns])
+        self.metrics.add("updated", len(turns))
+        self.metrics.add("delivered", len(turns))
+        return True
+
+    def _import(self, project: ResolvedProject, groups: list[list[Claimed]]) -> None:
+        """Import one task per group (the group's newest record); split on rejection."""
+        latest = [max(g, key=lambda c: c.seq) for g in groups]
+        tasks = [build_task(c.record, project.layout) for c in latest]
+        self.outbox.mark_sent([c.seq for g in groups for c in g])
+        try:
+            ids = self.client.import_tasks(project.id, tasks)
+        except Rejected as exc:
+            if len(groups) == 1:
+                for c in groups[0]:
+                    self.outbox.dead_letter(c.seq, str(exc))
+                self.metrics.add("dead_lettered", len(groups[0]))
+                self.metrics.error(f"dead-lettered capture {latest[0].record.capture_id}: {exc}")
+                return
+            half = len(groups) // 2
+            self._import(project, groups[:half])
+            self._import(project, groups[half:])
+            return
+        for group, newest, task_id in zip(groups, latest, ids):
+            if newest.record.session is not None:
+                self.outbox.set_session_task(newest.record.project_key, newest.record.session, task_id, None)
+        self.outbox.done([c.seq for g in groups for c in g])
+        self.metrics.add("delivered", sum(len(g) for g in groups))
+
+
+def _is_annotated(task: dict[str, Any]) -> bool:
+    return bool(task.get("total_annotations") or task.get("cancelled_annotations") or task.get("annotations"))

@@ -1,0 +1,264 @@
+"""The embedded outbox: one SQLite file (WAL) in the state directory.
+
+Several processes (uvicorn/gunicorn workers) may share the file: records are leased
+to one worker at a time, and a lease expires if its worker dies.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..record import CaptureRecord
+from .base import Claimed, OutboxStats
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    capture_id TEXT NOT NULL UNIQUE,
+    project_key TEXT NOT NULL,
+    session TEXT,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    sent INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS records_due ON records (not_before, seq);
+CREATE INDEX IF NOT EXISTS records_session ON records (project_key, session);
+CREATE TABLE IF NOT EXISTS sessions (
+    project_key TEXT NOT NULL,
+    session TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    prediction_id INTEGER,
+    PRIMARY KEY (project_key, session)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY,
+    capture_id TEXT NOT NULL,
+    project_key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
+"""
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SQLiteOutbox:
+    """An :class:`~langchain_label_studio.outbox.Outbox` in a SQLite file.
+
+    ``target`` is a directory (the file is ``outbox.db`` inside it) or a ``.db`` path.
+    The directory is created owner-only (0700) and the file 0600.
+    """
+
+    def __init__(self, target: str | os.PathLike[str], max_bytes: int | None = None) -> None:
+        path = Path(target).expanduser()
+        if path.suffix != ".db":
+            path = path / "outbox.db"
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        self.max_bytes = max_bytes
+        self._local = threading.local()
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        self._db().executescript(SCHEMA)
+
+    # -- connections --------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None or self._local.pid != os.getpid():
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db, self._local.pid = db, os.getpid()
+            self._local.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None and self._local.pid == os.getpid():
+            db.close()
+        self._local = threading.local()
+
+    # -- records -------------------------------------------------------------------------
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(f"{self.path}{suffix}")
+            except OSError:
+                pass
+        return total
+
+    def put_many(self, records: list[CaptureRecord]) -> int:
+        if not records:
+            return 0
+        if self.max_bytes is not None and self.size_bytes() >= self.max_bytes:
+            return self._put_within_cap(records)
+        rows = [(r.capture_id, r.project_key, r.session, r.to_json(), r.captured_at) for r in records]
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO records (capture_id, project_key, session, payload, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        return len(records)
+
+    def _put_within_cap(self, records: list[CaptureRecord]) -> int:
+        """Over the cap: only later turns of sessions already in the outbox are kept."""
+        kept = []
+        with self._tx() as db:
+            for r in records:
+                if r.session is None:
+                    continue
+                known = db.execute(
+                    "SELECT 1 FROM records WHERE project_key = ? AND session = ? "
+                    "UNION SELECT 1 FROM sessions WHERE project_key = ? AND session = ?",
+                    (r.project_key, r.session, r.project_key, r.session),
+                ).fetchone()
+                if known:
+                    kept.append(r)
+            db.executemany(
+                "INSERT OR IGNORE INTO records (capture_id, project_key, session, payload, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(r.capture_id, r.project_key, r.session, r.to_json(), r.captured_at) for r in kept],
+            )
+        return len(kept)
+
+    def claim(self, limit: int, lease_s: float) -> list[Claimed]:
+        now = time.time()
+        with self._tx() as db:
+            first = db.execute(
+                "SELECT project_key FROM records WHERE not_before <= ? AND lease_until < ? ORDER BY seq LIMIT 1",
+                (now, now),
+            ).fetchone()
+            if first is None:
+                return []
+            rows = db.execute(
+                """
+                SELECT seq, payload, attempts, sent FROM records AS r
+                WHERE project_key = ? AND not_before <= ? AND lease_until < ?
+                  AND (session IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM records AS o
+                        WHERE o.project_key = r.project_key AND o.session = r.session
+                          AND o.lease_until >= ?))
+                ORDER BY seq LIMIT ?
+                """,
+                (first[0], now, now, now, limit),
+            ).fetchall()
+            seqs = [row[0] for row in rows]
+            db.execute(
+                f"UPDATE records SET lease_owner = ?, lease_until = ? WHERE seq IN ({_placeholders(len(seqs))})",
+                (self._local.owner, now + lease_s, *seqs),
+            )
+        return [Claimed(seq, CaptureRecord.from_json(p), attempts, bool(sent)) for seq, p, attempts, sent in rows]
+
+    def _update(self, sql: str, seqs: list[int], *args: object) -> None:
+        if not seqs:
+            return
+        with self._tx() as db:
+            db.execute(sql.format(_placeholders(len(seqs))), (*args, *seqs))
+
+    def mark_sent(self, seqs: list[int]) -> None:
+        self._update("UPDATE records SET sent = 1 WHERE seq IN ({})", seqs)
+
+    def done(self, seqs: list[int]) -> None:
+        self._update("DELETE FROM records WHERE seq IN ({})", seqs)
+
+    def retry_later(self, seqs: list[int], delay_s: float) -> None:
+        self._update(
+            "UPDATE records SET attempts = attempts + 1, not_before = ?, lease_until = 0, lease_owner = NULL "
+            "WHERE seq IN ({})",
+            seqs,
+            time.time() + delay_s,
+        )
+
+    def dead_letter(self, seq: int, reason: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO dead_letters (seq, capture_id, project_key, payload, reason, failed_at) "
+                "SELECT seq, capture_id, project_key, payload, ?, ? FROM records WHERE seq = ?",
+                (reason[:2000], time.time(), seq),
+            )
+            db.execute("DELETE FROM records WHERE seq = ?", (seq,))
+
+    # -- sessions --------------------------------------------------------------------------
+    def session_task(self, project_key: str, session: str) -> tuple[int, int | None] | None:
+        row = (
+            self._db()
+            .execute(
+                "SELECT task_id, prediction_id FROM sessions WHERE project_key = ? AND session = ?",
+                (project_key, session),
+            )
+            .fetchone()
+        )
+        return (row[0], row[1]) if row else None
+
+    def set_session_task(self, project_key: str, session: str, task_id: int, prediction_id: int | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO sessions (project_key, session, task_id, prediction_id) VALUES (?, ?, ?, ?)",
+                (project_key, session, task_id, prediction_id),
+            )
+
+    # -- dead letters ------------------------------------------------------------------------
+    def dead_letters(self) -> list[tuple[int, CaptureRecord, str, float]]:
+        """All dead-lettered records with their reason and time, oldest first."""
+        rows = self._db().execute("SELECT seq, payload, reason, failed_at FROM dead_letters ORDER BY seq").fetchall()
+        return [(seq, CaptureRecord.from_json(p), reason, at) for seq, p, reason, at in rows]
+
+    def requeue_dead_letters(self, seqs: list[int] | None = None) -> int:
+        """Put dead letters back in the queue (all, or those named); returns how many."""
+        where = "" if seqs is None else f" WHERE seq IN ({_placeholders(len(seqs))})"
+        args = () if seqs is None else tuple(seqs)
+        with self._tx() as db:
+            moved = db.execute(
+                "INSERT OR IGNORE INTO records (capture_id, project_key, session, payload, created_at) "
+                "SELECT capture_id, project_key, json_extract(payload, '$.session'), payload, failed_at "
+                f"FROM dead_letters{where}",
+                args,
+            ).rowcount
+            db.execute(f"DELETE FROM dead_letters{where}", args)
+        return moved
+
+    def drop_dead_letters(self, seqs: list[int] | None = None) -> int:
+        """Delete dead letters for good (all, or those named); returns how many."""
+        where = "" if seqs is None else f" WHERE seq IN ({_placeholders(len(seqs))})"
+        with self._tx() as db:
+            return db.execute(f"DELETE FROM dead_letters{where}", () if seqs is None else tuple(seqs)).rowcount
+
+    def stats(self) -> OutboxStats:
+        db = self._db()
+        by_project = dict(db.execute("SELECT project_key, COUNT(*) FROM records GROUP BY project_key").fetchall())
+        oldest = db.execute("SELECT MIN(created_at) FROM records").fetchone()[0]
+        dead = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        return OutboxStats(
+            pending=sum(by_project.values()),
+            oldest_age_s=None if oldest is None else max(0.0, time.time() - oldest),
+            dead_letters=dead,
+            by_project=by_project,
+            size_bytes=self.size_bytes(),
+        )

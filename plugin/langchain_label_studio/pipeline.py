@@ -1,0 +1,208 @@
+"""The capture pipeline: an in-memory hand-over, a group-committing writer, a delivery worker.
+
+``submit`` only appends to a deque: no disk, no network, no lock held for long. A writer
+thread commits what arrived to the outbox every ``commit_interval_s`` (the window a
+SIGKILL can lose), and a delivery thread drains the outbox into Label Studio. Threads
+start lazily in the process that submits, so a process forked after import (gunicorn
+``--preload``, uvicorn ``--workers``) starts its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from .client import LabelStudioClient
+from .delivery import Delivery
+from .metrics import Metrics
+from .outbox import SQLiteOutbox
+from .record import CaptureRecord
+from .settings import Settings
+
+logger = logging.getLogger("langchain_label_studio")
+
+
+class Pipeline:
+    """One outbox and its worker threads for one Label Studio server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        state = Path(settings.state_dir).expanduser()
+        digest = hashlib.sha256(settings.url.encode()).hexdigest()[:10]
+        self.outbox = SQLiteOutbox(state / f"outbox-{digest}.db", max_bytes=settings.max_outbox_bytes)
+        self.client = LabelStudioClient(settings.url, settings.api_key, timeout=settings.timeout_s)
+        self.delivery = Delivery(
+            self.client, self.outbox, self.metrics, batch_size=settings.batch_size, lock_dir=self.outbox.path.parent
+        )
+        self._buffer: deque[CaptureRecord] = deque()
+        self._wake_writer = threading.Event()
+        self._wake_delivery = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pid = -1
+        self._start_lock = threading.Lock()
+        self._committed_through = 0
+        self._submitted = 0
+        _live.add(self)
+
+    # -- request path --------------------------------------------------------------------
+    def submit(self, record: CaptureRecord) -> bool:
+        """Queue a record for delivery without blocking. False if the buffer is full."""
+        self._ensure_started()
+        if len(self._buffer) >= self.settings.max_buffer:
+            self.metrics.add("dropped")
+            self.metrics.warn(
+                f"capture buffer full ({self.settings.max_buffer} records not yet on disk): dropping captures"
+            )
+            return False
+        self._buffer.append(record)
+        self._submitted += 1
+        self.metrics.add("captured")
+        return True
+
+    # -- threads ------------------------------------------------------------------------
+    def _ensure_started(self) -> None:
+        if self._pid == os.getpid() and not self._stop.is_set():
+            return
+        with self._start_lock:
+            if self._pid == os.getpid() and not self._stop.is_set():
+                return
+            if self._pid != os.getpid():  # a fresh process (or a fork): own buffer, own threads
+                self._buffer = deque()
+                self._submitted = self._committed_through = 0
+            self._stop.clear()
+            self._threads = [
+                threading.Thread(target=self._write_loop, name="label-studio-writer", daemon=True),
+                threading.Thread(target=self._deliver_loop, name="label-studio-delivery", daemon=True),
+            ]
+            for t in self._threads:
+                t.start()
+            self._pid = os.getpid()
+
+    def start(self) -> None:
+        """Start the worker threads now (they also start on the first capture)."""
+        self._ensure_started()
+
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake_writer.wait(self.settings.commit_interval_s)
+            self._wake_writer.clear()
+            self._commit()
+        self._commit()
+
+    def _commit(self) -> None:
+        batch: list[CaptureRecord] = []
+        while self._buffer and len(batch) < 5000:
+            batch.append(self._buffer.popleft())
+        if not batch:
+            return
+        try:
+            stored = self.outbox.put_many(batch)
+        except Exception as exc:  # disk full, permissions...: keep the records in memory
+            self._buffer.extendleft(reversed(batch))
+            self.metrics.error(f"cannot write the capture outbox {self.outbox.path}: {exc}")
+            time.sleep(0.5)
+            return
+        if stored < len(batch):
+            self.metrics.add("dropped", len(batch) - stored)
+            self.metrics.warn(
+                f"capture outbox is over its cap ({self.settings.max_outbox_bytes} bytes): "
+                "new sessions are not captured until Label Studio catches up"
+            )
+        self._committed_through += len(batch)
+        self._wake_delivery.set()
+
+    def _deliver_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.delivery.step()
+            except Exception as exc:  # a bug must never kill the worker
+                logger.exception("label studio delivery failed")
+                self.metrics.error(f"delivery failed: {exc!r}")
+                worked = False
+                self._stop.wait(1.0)
+            if not worked:
+                self._wake_delivery.wait(self.settings.poll_interval_s)
+                self._wake_delivery.clear()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything captured so far is delivered. True if it was in time."""
+        deadline = time.monotonic() + timeout
+        if self._pid == os.getpid():
+            self._wake_writer.set()
+        while time.monotonic() < deadline:
+            if not self._buffer and self._committed_through >= self._submitted and self.outbox.stats().pending == 0:
+                return True
+            self._wake_delivery.set()
+            time.sleep(0.05)
+        return False
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Commit what is buffered, deliver what can be delivered within ``timeout``, stop.
+
+        What is not delivered stays in the outbox for the next start.
+        """
+        if self._pid == os.getpid() and not self._stop.is_set():
+            self.flush(timeout)
+            self._stop.set()
+            self._wake_writer.set()
+            self._wake_delivery.set()
+            for t in self._threads:
+                t.join(timeout=max(1.0, timeout))
+        self._pid = -1
+
+    def health(self) -> dict[str, Any]:
+        """Queue depth, oldest pending age, counters and the last error."""
+        stats = self.outbox.stats()
+        return {
+            "label_studio_url": self.settings.url,
+            "outbox": str(self.outbox.path),
+            "pending": stats.pending + len(self._buffer),
+            "oldest_pending_s": stats.oldest_age_s,
+            "dead_letters": stats.dead_letters,
+            "by_project": stats.by_project,
+            "outbox_bytes": stats.size_bytes,
+            **self.metrics.snapshot(),
+        }
+
+
+_live: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+_registry: dict[tuple[str, str], Pipeline] = {}
+_registry_lock = threading.Lock()
+
+
+def get_pipeline(settings: Settings) -> Pipeline:
+    """The shared pipeline for this Label Studio URL and state directory.
+
+    Handlers and middlewares that point at the same server share one outbox and one
+    worker. A later call with another API key updates the key.
+    """
+    key = (settings.url, str(Path(settings.state_dir).expanduser().resolve()))
+    with _registry_lock:
+        pipeline = _registry.get(key)
+        if pipeline is None:
+            pipeline = _registry[key] = Pipeline(settings)
+        elif settings.api_key and settings.api_key != pipeline.client._api_key:
+            pipeline.client.set_api_key(settings.api_key)
+        return pipeline
+
+
+def _close_all() -> None:
+    for pipeline in list(_live):
+        try:
+            pipeline.close(timeout=pipeline.settings.exit_timeout_s)
+        except Exception:  # interpreter shutdown: never raise from atexit
+            pass
+
+
+atexit.register(_close_all)

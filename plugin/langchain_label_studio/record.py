@@ -1,0 +1,45 @@
+"""The capture record: one prompt/answer or one conversation state, as queued for delivery."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Dialogue = list[dict[str, Any]]
+
+
+@dataclass
+class CaptureRecord:
+    """What a callback captured, independent of any label config.
+
+    ``prompt`` is the prompt text (prompt mode) or the dialogue as a list of
+    ``{"role", "content"}`` (chat mode). ``response`` is the answer to pre-fill.
+    ``data`` holds extra task data columns (user, session, route, metadata...).
+    Records that share a ``session`` are one conversation: they are delivered as a
+    single task that later records update.
+    """
+
+    project: dict[str, Any]
+    prompt: str | Dialogue
+    response: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    session: str | None = None
+    model_version: str | None = None
+    capture_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    captured_at: float = field(default_factory=time.time)
+
+    @property
+    def project_key(self) -> str:
+        """A stable key for the target project (its id, else its title)."""
+        pid = self.project.get("id")
+        return f"id:{pid}" if pid is not None else f"title:{self.project['title']}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, default=str, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> CaptureRecord:
+        return cls(**json.loads(text))

@@ -1,0 +1,42 @@
+"""Settings shared by the handler and the middleware, from arguments or the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .client import DEFAULT_URL
+
+
+def default_state_dir() -> Path:
+    """``$LABEL_STUDIO_STATE_DIR``, else ``$XDG_STATE_HOME/langchain-label-studio``."""
+    if os.environ.get("LABEL_STUDIO_STATE_DIR"):
+        return Path(os.environ["LABEL_STUDIO_STATE_DIR"]).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "langchain-label-studio"
+
+
+@dataclass
+class Settings:
+    """Where captures go and how they get there.
+
+    Arguments left as ``None`` are read from ``LABEL_STUDIO_URL`` (default
+    ``http://localhost:8080``), ``LABEL_STUDIO_API_KEY`` and ``LABEL_STUDIO_STATE_DIR``.
+    """
+
+    url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    state_dir: Path | str | None = None
+    batch_size: int = 500
+    commit_interval_s: float = 0.05
+    poll_interval_s: float = 1.0
+    timeout_s: float = 30.0
+    max_buffer: int = 10_000
+    max_outbox_bytes: int | None = 1 << 30
+    exit_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        self.url = (self.url or os.environ.get("LABEL_STUDIO_URL") or DEFAULT_URL).rstrip("/")
+        self.api_key = self.api_key or os.environ.get("LABEL_STUDIO_API_KEY") or None
+        self.state_dir = Path(self.state_dir).expanduser() if self.state_dir else default_state_dir()
