@@ -217,7 +217,7 @@ class Delivery:
             self._import(project, groups[:half])
             self._import(project, groups[half:])
             return
-        for group, newest, task_id in zip(groups, latest, ids):
+        for newest, task_id in zip(latest, ids, strict=True):
             if newest.record.session is not None:
                 self.outbox.set_session_task(newest.record.project_key, newest.record.session, task_id, None)
         self.outbox.done([c.seq for g in groups for c in g])

@@ -123,7 +123,7 @@ class LabelStudioCallbackHandler(BaseCallbackHandler):
         run = self.payload.pop(str(run_id), None)
         if run is None:
             return
-        for prompt, generations in zip(run["prompts"], response.generations):
+        for prompt, generations in zip(run["prompts"], response.generations, strict=False):
             answers = [_answer(g) for g in generations]
             record = CaptureRecord(
                 project=self.project.to_dict(),
