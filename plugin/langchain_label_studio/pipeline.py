@@ -161,6 +161,12 @@ class Pipeline:
                 t.join(timeout=max(1.0, timeout))
         self._pid = -1
 
+    def retry_now(self) -> None:
+        """Skip the backoff: try every waiting record again now (after fixing a token or project)."""
+        self.delivery.failures = 0
+        self.outbox.retry_now()
+        self._wake_delivery.set()
+
     def health(self) -> dict[str, Any]:
         """Queue depth, oldest pending age, counters and the last error."""
         stats = self.outbox.stats()
@@ -194,6 +200,7 @@ def get_pipeline(settings: Settings) -> Pipeline:
             pipeline = _registry[key] = Pipeline(settings)
         elif settings.api_key and settings.api_key != pipeline.client._api_key:
             pipeline.client.set_api_key(settings.api_key)
+            pipeline.retry_now()
         return pipeline
 
 

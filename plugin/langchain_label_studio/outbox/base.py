@@ -53,6 +53,9 @@ class Outbox(Protocol):
     def retry_later(self, seqs: list[int], delay_s: float) -> None:
         """Release records for another attempt after ``delay_s``."""
 
+    def retry_now(self) -> None:
+        """Make every waiting record due now (after a fix, skip the backoff)."""
+
     def dead_letter(self, seq: int, reason: str) -> None:
         """Move a record Label Studio refused for good to the dead letters, with the reason."""
 

@@ -196,6 +196,10 @@ class SQLiteOutbox:
             time.time() + delay_s,
         )
 
+    def retry_now(self) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE records SET not_before = 0 WHERE not_before > 0")
+
     def dead_letter(self, seq: int, reason: str) -> None:
         with self._tx() as db:
             db.execute(

@@ -1,0 +1,77 @@
+"""Shared fixtures: a real local Label Studio, started once per test run through the
+package's own ``local.up`` (the same path as the demo and CI)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from langchain_label_studio import local
+from langchain_label_studio.client import LabelStudioClient
+from langchain_label_studio.pipeline import _registry
+
+ROOT = Path(__file__).resolve().parent.parent
+LS_PORT = int(os.environ.get("LS_TEST_PORT", "18089"))
+LS_DATA = Path(os.environ.get("LS_TEST_DATA_DIR", ROOT / ".state" / "label-studio-test"))
+
+
+@pytest.fixture(scope="session")
+def label_studio() -> local.LocalServer:
+    """The test Label Studio. It never skips: if it cannot start, the tests fail."""
+    try:
+        return local.up(LS_PORT, LS_DATA, timeout=600)
+    except local.LocalError as exc:
+        pytest.fail(f"Label Studio could not be started for the tests: {exc}")
+
+
+@pytest.fixture
+def admin(label_studio: local.LocalServer) -> LabelStudioClient:
+    """A client with the admin's legacy token, for checking what landed."""
+    client = LabelStudioClient(label_studio.url, label_studio.legacy_token)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def ls_env(label_studio: local.LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the plugin at the test server (with its PAT) and a fresh state dir."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.api_key)
+    monkeypatch.setenv("LABEL_STUDIO_STATE_DIR", str(state))
+    monkeypatch.delenv("LABEL_STUDIO_PROJECT_ID", raising=False)
+    return state
+
+
+@pytest.fixture(autouse=True)
+def _close_pipelines():
+    yield
+    for key, pipeline in list(_registry.items()):
+        pipeline.close(timeout=0.5)
+        del _registry[key]
+
+
+@pytest.fixture
+def project_name() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+def project_tasks(admin: LabelStudioClient, title: str) -> tuple[dict, list[dict]]:
+    """The project with this title and all its tasks."""
+    project = admin.find_project(title)
+    assert project is not None, f"no project {title!r} in Label Studio"
+    tasks, page = [], 1
+    while batch := admin.list_tasks(project["id"], page):
+        tasks += batch
+        page += 1
+    return admin.get_project(project["id"]), sorted(tasks, key=lambda t: t["id"])
+
+
+def prefilled(task: dict) -> str:
+    """The pre-filled answer (the TextArea prediction) of a task."""
+    [pred] = task["predictions"]
+    [result] = pred["result"]
+    assert result["type"] == "textarea"
+    return "\n".join(result["value"]["text"])
