@@ -1,14 +1,19 @@
 """Capture LangChain, LangServe and LangGraph traffic into Label Studio for human review."""
 
+from .capture import CaptureContext, CaptureHandler
 from .handler import LabelStudioCallbackHandler, LabelStudioMode, get_default_label_configs
+from .middleware import LabelStudioMiddleware
 from .pipeline import Pipeline, get_pipeline
 from .project import Project
 from .record import CaptureRecord
 from .settings import Settings
 
 __all__ = [
+    "CaptureContext",
+    "CaptureHandler",
     "CaptureRecord",
     "LabelStudioCallbackHandler",
+    "LabelStudioMiddleware",
     "LabelStudioMode",
     "Pipeline",
     "Project",

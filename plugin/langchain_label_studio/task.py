@@ -10,7 +10,9 @@ from .record import CaptureRecord, Dialogue
 
 
 def dialogue_to_text(dialogue: Dialogue) -> str:
-    """A dialogue as plain text, one ``role: content`` paragraph per message."""
+    """A dialogue as plain text: a lone message as it is, else one ``role: content`` paragraph each."""
+    if len(dialogue) == 1:
+        return str(dialogue[0].get("content", ""))
     return "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in dialogue)
 
 

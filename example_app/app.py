@@ -1,0 +1,40 @@
+"""The example LangServe app: a prompt route (/joke) and a chat route (/chat, a LangGraph graph).
+
+Run it with ``uvicorn example_app.app:app``. The one line that captures its traffic
+into Label Studio is the ``app.add_middleware(LabelStudioMiddleware, ...)`` below.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_label_studio import LabelStudioMiddleware, Project
+from langserve import add_routes
+
+from .graph import graph
+from .models import chat_model
+
+app = FastAPI(title="langchain-label-studio example")
+
+joke_chain = ChatPromptTemplate.from_template("Tell me a joke about {topic}") | chat_model() | StrOutputParser()
+
+
+def session_config(config: dict[str, Any], request: Request) -> dict[str, Any]:
+    """Use the X-Session-ID header as the LangGraph thread (a new thread when absent)."""
+    configurable = config.setdefault("configurable", {})
+    configurable["thread_id"] = request.headers.get("x-session-id") or configurable.get("thread_id") or uuid.uuid4().hex
+    return config
+
+
+add_routes(app, joke_chain, path="/joke")
+add_routes(app, graph, path="/chat", per_req_config_modifier=session_config)
+
+app.add_middleware(
+    LabelStudioMiddleware,
+    routes={"/joke": "Jokes", "/chat": Project("Support chats", mode="chat")},
+    health=True,
+)

@@ -1,0 +1,319 @@
+"""Turn the LangChain runs of one request (or one graph run) into capture records.
+
+A :class:`CaptureHandler` is attached to every run made while a request is served. It
+follows each top-level ("root") run and the runs nested in it, and when the root run
+ends it submits one record:
+
+- prompt mode: the rendered prompt of the run's LLM call and its answer (or the root
+  run's input and output when it made no single LLM call);
+- chat mode: the conversation (a LangGraph graph's final ``messages`` state, else the
+  last chat model call's messages), the last assistant answer pre-filled, and the
+  session (``session_id`` or LangGraph ``thread_id``) so all turns are one task.
+
+A run that fails is recorded with its error.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.tracers.context import register_configure_hook
+
+from .handler import model_name
+from .messages import last_answer, role_of, to_dialogue
+from .pipeline import Pipeline
+from .project import Project
+from .record import CaptureRecord
+from .sanitize import Sanitizer, to_text
+
+logger = logging.getLogger("langchain_label_studio")
+
+#: Metadata keys LangChain/LangGraph add to every run: not worth a column.
+_INTERNAL_METADATA = ("langgraph_", "checkpoint_", "ls_", "__", "langserve_")
+
+
+@dataclass
+class CaptureContext:
+    """Who asked, in which session, on which route: the metadata of every record."""
+
+    project: Project
+    route: str = ""
+    request_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: Called at capture time for identity known only late (an authenticated user, a
+    #: user callable): returns ``{"user_id", "session_id"}`` overrides.
+    identity: Callable[[], dict[str, Any]] | None = None
+
+
+@dataclass
+class _Root:
+    inputs: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    name: str | None = None
+    llm_calls: int = 0
+    llm_prompt: str | list[dict[str, Any]] | None = None
+    llm_messages: list[BaseMessage] | None = None
+    llm_answer: Any = None
+    model: str | None = None
+
+
+class CaptureHandler(BaseCallbackHandler):
+    """Follows the runs of one request and submits a record per root run."""
+
+    run_inline = True
+    raise_error = False
+
+    def __init__(self, pipeline: Pipeline, context: CaptureContext, max_chars: int | None = None) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.context = context
+        self.max_chars = max_chars
+        self._roots: dict[UUID, _Root] = {}
+        self._root_of: dict[UUID, UUID] = {}
+
+    # -- run tree -------------------------------------------------------------------------
+    def _enter(self, run_id: UUID, parent_run_id: UUID | None, **kwargs: Any) -> _Root:
+        root_id = self._root_of.get(parent_run_id) if parent_run_id is not None else None
+        if root_id is None:
+            root_id = run_id
+            self._roots[run_id] = _Root(
+                metadata=dict(kwargs.get("metadata") or {}), tags=list(kwargs.get("tags") or [])
+            )
+        self._root_of[run_id] = root_id
+        return self._roots[root_id]
+
+    def _root(self, run_id: UUID) -> _Root | None:
+        root_id = self._root_of.get(run_id)
+        return self._roots.get(root_id) if root_id is not None else None
+
+    def _leave(self, run_id: UUID) -> _Root | None:
+        """Forget a run; returns its root record if the run was a root."""
+        self._root_of.pop(run_id, None)
+        return self._roots.pop(run_id, None)
+
+    # -- chains, tools, retrievers ----------------------------------------------------------
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        root = self._enter(run_id, parent_run_id, **kwargs)
+        if run_id in self._roots:
+            root.inputs = inputs
+            root.name = kwargs.get("name") or (serialized or {}).get("name")
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        root = self._leave(run_id)
+        if root is not None:
+            self._submit(root, outputs, None)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        root = self._leave(run_id)
+        if root is not None:
+            self._submit(root, None, error)
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._enter(run_id, parent_run_id, **kwargs)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._leave(run_id)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._leave(run_id)
+
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._enter(run_id, parent_run_id, **kwargs)
+
+    def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._leave(run_id)
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._leave(run_id)
+
+    # -- models ---------------------------------------------------------------------------
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        root = self._enter(run_id, parent_run_id, **kwargs)
+        root.llm_calls += 1
+        root.llm_prompt = prompts[0] if prompts else ""
+        root.llm_messages = None
+        root.model = model_name(serialized, kwargs) or root.model
+        if run_id in self._roots:
+            root.inputs = prompts
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        root = self._enter(run_id, parent_run_id, **kwargs)
+        root.llm_calls += 1
+        root.llm_messages = list(messages[0]) if messages else []
+        root.llm_prompt = to_dialogue(root.llm_messages)
+        root.model = model_name(serialized, kwargs) or root.model
+        if run_id in self._roots:
+            root.inputs = root.llm_messages
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        root = self._root(run_id)
+        if root is not None and response.generations and response.generations[0]:
+            gen = response.generations[0][0]
+            root.llm_answer = gen.message if isinstance(gen, ChatGeneration) else gen.text
+        finished = self._leave(run_id)
+        if finished is not None:
+            self._submit(finished, root.llm_answer if root else None, None)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        finished = self._leave(run_id)
+        if finished is not None:
+            self._submit(finished, None, error)
+
+    # -- records ----------------------------------------------------------------------------
+    def _submit(self, root: _Root, outputs: Any, error: BaseException | None) -> None:
+        try:
+            record = self._record(root, outputs, error)
+        except Exception:  # never let a capture problem reach the user's run
+            logger.exception("could not build a capture record")
+            self.pipeline.metrics.skip("build_error")
+            return
+        if record is not None:
+            self.pipeline.submit(record)
+
+    def _record(self, root: _Root, outputs: Any, error: BaseException | None) -> CaptureRecord | None:
+        ctx = self.context
+        clean = Sanitizer(self.max_chars) if self.max_chars else Sanitizer()
+        meta = {k: v for k, v in root.metadata.items() if not k.startswith(_INTERNAL_METADATA)}
+        late = ctx.identity() if ctx.identity else {}
+        session = (
+            _str(late.get("session_id"))
+            or ctx.session_id
+            or _str(meta.get("session_id"))
+            or _str(meta.get("thread_id"))
+        )
+        user = _str(late.get("user_id")) or ctx.user_id or _str(meta.get("user_id"))
+        data: dict[str, Any] = {
+            "user_id": user,
+            "session_id": session,
+            "route": ctx.route,
+            "request_id": ctx.request_id,
+            **ctx.extra,
+        }
+        if root.tags:
+            data["tags"] = root.tags
+        if meta:
+            data["metadata"] = meta
+        if root.model:
+            data["model"] = root.model
+        if root.name:
+            data["run_name"] = root.name
+        if error is not None:
+            data["error"] = f"{type(error).__name__}: {error}"
+
+        if ctx.project.mode == "chat":
+            prompt, response, state = self._chat(root, outputs)
+            if state is not None:
+                data["state"] = state
+        else:
+            prompt, response = self._prompt(root, outputs)
+            session = None
+        data = clean.value(data)
+        prompt = clean.value(prompt)
+        response = clean.text(response) if response is not None else None
+        if clean.truncated:
+            data["truncated"] = True
+        return CaptureRecord(
+            project=ctx.project.to_dict(),
+            prompt=prompt,
+            response=response,
+            data=data,
+            session=session,
+            model_version=root.model,
+        )
+
+    @staticmethod
+    def _prompt(root: _Root, outputs: Any) -> tuple[Any, str | None]:
+        if root.llm_calls == 1 and root.llm_prompt is not None:
+            answer = root.llm_answer if root.llm_answer is not None else outputs
+            return root.llm_prompt, None if answer is None else to_text(answer)
+        return to_text(root.inputs), None if outputs is None else to_text(outputs)
+
+    @staticmethod
+    def _chat(root: _Root, outputs: Any) -> tuple[list[dict[str, Any]], str | None, Any]:
+        """The dialogue before the last answer, the last answer, and the graph state."""
+        messages = _messages_of(outputs)
+        state = outputs if messages is not None and isinstance(outputs, dict) else None
+        if messages is None:  # not a graph state: the last chat model call and its answer
+            messages = list(root.llm_messages or _messages_of(root.inputs) or [])
+            answer = root.llm_answer if root.llm_answer is not None else outputs
+            if isinstance(answer, BaseMessage):
+                messages.append(answer)
+            elif answer is not None:
+                return to_dialogue(messages), to_text(answer), None
+        response = last_answer(messages)
+        if response is not None:
+            cut = max(i for i, m in enumerate(messages) if role_of(m) == "assistant")
+            dialogue = messages[:cut]
+        else:
+            dialogue = messages
+        return to_dialogue(dialogue), response, state
+
+
+def _messages_of(value: Any) -> list[BaseMessage] | None:
+    if isinstance(value, dict):
+        value = value.get("messages")
+    if isinstance(value, list) and value and all(isinstance(m, BaseMessage) for m in value):
+        return value
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+#: The handler of the request being served; LangChain adds it to every run made in it.
+current_handler: contextvars.ContextVar[CaptureHandler | None] = contextvars.ContextVar(
+    "langchain_label_studio_capture", default=None
+)
+register_configure_hook(current_handler, inheritable=True)

@@ -1,0 +1,223 @@
+"""``LabelStudioMiddleware``: one line in a LangServe/FastAPI app captures its routes' traffic.
+
+>>> app.add_middleware(
+...     LabelStudioMiddleware,
+...     routes={"/joke": "Jokes", "/chat": Project("Support chats", mode="chat")},
+... )
+
+A pure ASGI middleware: it never buffers or changes a response (it only adds the
+request-id header), so streaming is untouched. While a mapped request is served, a
+context variable holds a :class:`~langchain_label_studio.capture.CaptureHandler` that
+LangChain attaches to every run (no route code changes). The delivery worker starts
+and drains with the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from .capture import CaptureContext, CaptureHandler, current_handler
+from .pipeline import Pipeline, get_pipeline
+from .project import Project
+from .sanitize import DEFAULT_MAX_CHARS
+from .settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ProjectLike = str | int | Project
+#: ``identify(scope)`` returns ``{"user_id": ..., "session_id": ...}`` (either may be missing).
+Identify = Callable[[Scope], Mapping[str, Any] | None]
+
+#: LangServe endpoints under a route that never run the chain for a user.
+_NOT_RUNS = {"feedback", "token_feedback", "public_trace_link", "playground", "config_hashes"}
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def as_project(value: ProjectLike) -> Project:
+    """A route's project: a name (prompt mode), an id, or a :class:`Project`."""
+    if isinstance(value, Project):
+        return value
+    if isinstance(value, bool):
+        raise TypeError("a project is a name, an id or a Project")
+    if isinstance(value, int):
+        return Project(id=value)
+    return Project(name=str(value))
+
+
+class LabelStudioMiddleware:
+    """Capture the LangChain runs of mapped routes into their Label Studio projects.
+
+    Args:
+        app: the ASGI app.
+        routes: route prefix -> project (name, id or :class:`Project`). A LangServe
+            prefix covers ``/invoke``, ``/batch``, ``/stream``, ``/stream_log`` and
+            ``/stream_events``; playground, schema and feedback endpoints are skipped.
+        default: project for POST requests on unmapped routes (default: not captured).
+        api_key, url, state_dir: as for :class:`Settings` (env vars when unset).
+        user_header, session_header: request headers naming the user and the session.
+        request_id_header: header carrying the request id, returned on the response.
+        identify: ``identify(scope)`` -> ``{"user_id", "session_id"}``, overriding the rest.
+        prefix: where the plugin's own endpoints live (``{prefix}/health``).
+        health: serve ``GET {prefix}/health`` with the pipeline's counters.
+        drain_timeout_s: how long shutdown waits for delivery; the rest stays queued.
+        max_chars: longest string kept in a capture (longer ones are truncated).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Mapping[str, ProjectLike] | None = None,
+        *,
+        default: ProjectLike | None = None,
+        api_key: str | None = None,
+        url: str | None = None,
+        state_dir: str | None = None,
+        settings: Settings | None = None,
+        user_header: str = "X-User-ID",
+        session_header: str = "X-Session-ID",
+        request_id_header: str = "X-Request-ID",
+        identify: Identify | None = None,
+        prefix: str = "/label-studio",
+        health: bool = False,
+        drain_timeout_s: float = 10.0,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
+        self.app = app
+        self.routes = sorted(
+            ((p.rstrip("/") or "/", as_project(v)) for p, v in (routes or {}).items()),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
+        self.default = as_project(default) if default is not None else None
+        self.pipeline: Pipeline = get_pipeline(settings or Settings(url=url, api_key=api_key, state_dir=state_dir))
+        self.user_header = user_header.lower().encode()
+        self.session_header = session_header.lower().encode()
+        self.request_id_header = request_id_header.lower().encode()
+        self.identify = identify
+        self.prefix = prefix.rstrip("/")
+        self.health = health
+        self.drain_timeout_s = drain_timeout_s
+        self.max_chars = max_chars
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = _path(scope)
+        if self.health and path == f"{self.prefix}/health" and scope["method"] == "GET":
+            await _send_json(send, 200, self.pipeline.health())
+            return
+        match = self._match(path, scope["method"])
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        route, project = match
+        context = self._context(scope, route, project)
+        handler = CaptureHandler(self.pipeline, context, max_chars=self.max_chars)
+        token = current_handler.set(handler)
+        try:
+            await self.app(scope, receive, self._with_request_id(send, context.request_id or ""))
+        finally:
+            current_handler.reset(token)
+
+    # -- routing ----------------------------------------------------------------------------
+    def _match(self, path: str, method: str) -> tuple[str, Project] | None:
+        if method != "POST":
+            return None
+        for prefix, project in self.routes:
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                rest = path[len(prefix) :].strip("/").split("/")
+                if _NOT_RUNS.intersection(rest) or rest[-1].endswith("_schema"):
+                    return None
+                return prefix, project
+        if self.default is not None and not path.startswith(self.prefix + "/"):
+            return path, self.default
+        return None
+
+    # -- identity ---------------------------------------------------------------------------
+    def _context(self, scope: Scope, route: str, project: Project) -> CaptureContext:
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(self.request_id_header, b"").decode("latin-1")
+        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        context = CaptureContext(
+            project=project,
+            route=route,
+            request_id=request_id,
+            user_id=_header(headers, self.user_header),
+            session_id=_header(headers, self.session_header),
+        )
+        context.identity = lambda: self._late_identity(scope)
+        return context
+
+    def _late_identity(self, scope: Scope) -> dict[str, Any]:
+        """Identity known only once inner middleware ran: the authenticated user, ``identify``."""
+        found: dict[str, Any] = {}
+        user = scope.get("user")
+        if user is not None and getattr(user, "is_authenticated", False):
+            name = getattr(user, "identity", None) or getattr(user, "display_name", None)
+            if name:
+                found["user_id"] = str(name)
+        if self.identify is not None:
+            found.update({k: v for k, v in (self.identify(scope) or {}).items() if v is not None})
+        return found
+
+    # -- lifespan and response -----------------------------------------------------------------
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.pipeline.start()
+            elif message["type"] == "lifespan.shutdown":
+                await asyncio.to_thread(self.pipeline.close, self.drain_timeout_s)
+            return message
+
+        return wrapped
+
+    def _with_request_id(self, send: Send, request_id: str) -> Send:
+        header = self.request_id_header
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                if not any(k.lower() == header for k, _ in headers):
+                    headers.append((header, request_id.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        return wrapped
+
+
+def _path(scope: Scope) -> str:
+    path = scope.get("path") or "/"
+    root = scope.get("root_path") or ""
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
+def _header(headers: Mapping[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name, b"").decode("utf-8", "replace").strip()
+    return value[:256] or None
+
+
+async def _send_json(send: Send, status: int, body: Any) -> None:
+    payload = json.dumps(body, default=str).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
