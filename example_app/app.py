@@ -18,8 +18,6 @@ from langserve import add_routes
 from .graph import graph
 from .models import chat_model
 
-app = FastAPI(title="langchain-label-studio example")
-
 joke_chain = ChatPromptTemplate.from_template("Tell me a joke about {topic}") | chat_model() | StrOutputParser()
 
 
@@ -30,11 +28,19 @@ def session_config(config: dict[str, Any], request: Request) -> dict[str, Any]:
     return config
 
 
-add_routes(app, joke_chain, path="/joke")
-add_routes(app, graph, path="/chat", per_req_config_modifier=session_config)
+def create_app(capture: bool = True) -> FastAPI:
+    """The example app; ``capture=False`` builds it without the plugin (for comparison)."""
+    app = FastAPI(title="langchain-label-studio example")
+    add_routes(app, joke_chain, path="/joke")
+    add_routes(app, graph, path="/chat", per_req_config_modifier=session_config)
+    if capture:
+        # The one line that sends every prompt and chat session to Label Studio:
+        app.add_middleware(
+            LabelStudioMiddleware,
+            routes={"/joke": "Jokes", "/chat": Project("Support chats", mode="chat")},
+            health=True,
+        )
+    return app
 
-app.add_middleware(
-    LabelStudioMiddleware,
-    routes={"/joke": "Jokes", "/chat": Project("Support chats", mode="chat")},
-    health=True,
-)
+
+app = create_app()

@@ -19,11 +19,18 @@ LS_DATA = Path(os.environ.get("LS_TEST_DATA_DIR", ROOT / ".state" / "label-studi
 
 @pytest.fixture(scope="session")
 def label_studio() -> local.LocalServer:
-    """The test Label Studio. It never skips: if it cannot start, the tests fail."""
+    """The test Label Studio. It never skips: if it cannot start, the tests fail.
+
+    A server this run started is stopped at the end; one already running is left running.
+    """
+    was_running = local.status(LS_PORT, LS_DATA) is not None
     try:
-        return local.up(LS_PORT, LS_DATA, timeout=600)
+        server = local.up(LS_PORT, LS_DATA, timeout=600)
     except local.LocalError as exc:
         pytest.fail(f"Label Studio could not be started for the tests: {exc}")
+    yield server
+    if not was_running and not os.environ.get("LS_TEST_KEEP"):
+        local.down(LS_PORT, LS_DATA)
 
 
 @pytest.fixture
@@ -75,3 +82,67 @@ def prefilled(task: dict) -> str:
     [result] = pred["result"]
     assert result["type"] == "textarea"
     return "\n".join(result["value"]["text"])
+
+
+def tasks_where(admin: LabelStudioClient, title: str, **data: object) -> list[dict]:
+    """Tasks of a project whose ``data`` has all the given values."""
+    project = admin.find_project(title)
+    if project is None:
+        return []
+    tasks, page = [], 1
+    while batch := admin.list_tasks(project["id"], page):
+        tasks += [t for t in batch if all(t["data"].get(k) == v for k, v in data.items())]
+        page += 1
+    return sorted(tasks, key=lambda t: t["id"])
+
+
+@pytest.fixture
+def example_app(label_studio: local.LocalServer, tmp_path: Path):
+    """The example app served by uvicorn on a free port, capturing into the test Label Studio."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from faults import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        **label_studio.env(),
+        "LABEL_STUDIO_STATE_DIR": str(tmp_path / "app-state"),
+    }
+    env.pop("OPENAI_API_KEY", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "example_app.app:app", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=env,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if client.get("/label-studio/health").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "the example app did not start"
+        time.sleep(0.2)
+    yield client
+    client.close()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+
+
+def wait_delivered(app, timeout: float = 60.0) -> dict:
+    """Wait until the app's outbox is empty; returns its health view."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = app.get("/label-studio/health").json()
+        if health["pending"] == 0 and health["captured"] == health["delivered"] + health["dead_lettered"]:
+            return health
+        time.sleep(0.2)
+    raise AssertionError(f"not delivered in {timeout}s: {health}")
