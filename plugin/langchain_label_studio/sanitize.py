@@ -10,6 +10,7 @@ Policy (documented in the README):
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from langchain_core.messages import BaseMessage
 from .messages import to_dialogue_item
 
 DEFAULT_MAX_CHARS = 100_000
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -31,7 +33,7 @@ class Sanitizer:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            value = value.encode("utf-8", "replace").decode("utf-8")
+            value = _SURROGATES.sub("\ufffd", value)
         if len(value) > self.max_chars:
             self.truncated = True
             value = f"{value[: self.max_chars]}…[truncated {len(value) - self.max_chars} chars]"
