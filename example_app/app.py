@@ -12,8 +12,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_label_studio import LabelStudioMiddleware, Project
 from langserve import add_routes
+
+from langchain_label_studio import LabelStudioMiddleware, Project
 
 from .graph import graph
 from .models import chat_model

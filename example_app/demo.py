@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from langchain_label_studio import local
 from langchain_label_studio.client import LabelStudioClient
 

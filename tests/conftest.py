@@ -3,11 +3,19 @@ package's own ``local.up`` (the same path as the demo and CI)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
+from faults import free_port
+
 from langchain_label_studio import local
 from langchain_label_studio.client import LabelStudioClient
 from langchain_label_studio.pipeline import _registry
@@ -96,28 +104,16 @@ def tasks_where(admin: LabelStudioClient, title: str, **data: object) -> list[di
     return sorted(tasks, key=lambda t: t["id"])
 
 
-@pytest.fixture
-def example_app(label_studio: local.LocalServer, tmp_path: Path):
-    """The example app served by uvicorn on a free port, capturing into the test Label Studio."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-    from faults import free_port
-
+@contextlib.contextmanager
+def serve(target: str, label_studio: local.LocalServer, state_dir: Path, **env: str):
+    """Serve an ASGI app (``module:attr``) with uvicorn on a free port; yields an httpx client."""
     port = free_port()
-    env = {
-        **os.environ,
-        **label_studio.env(),
-        "LABEL_STUDIO_STATE_DIR": str(tmp_path / "app-state"),
-    }
-    env.pop("OPENAI_API_KEY", None)
+    full_env = {**os.environ, **label_studio.env(), "LABEL_STUDIO_STATE_DIR": str(state_dir), **env}
+    full_env.pop("OPENAI_API_KEY", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "example_app.app:app", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--log-level", "warning"],
         cwd=ROOT,
-        env=env,
+        env=full_env,
     )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     deadline = time.monotonic() + 60
@@ -127,18 +123,25 @@ def example_app(label_studio: local.LocalServer, tmp_path: Path):
                 break
         except httpx.HTTPError:
             pass
-        assert proc.poll() is None and time.monotonic() < deadline, "the example app did not start"
+        assert proc.poll() is None and time.monotonic() < deadline, f"{target} did not start"
         time.sleep(0.2)
-    yield client
-    client.close()
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+    try:
+        yield client
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.fixture
+def example_app(label_studio: local.LocalServer, tmp_path: Path):
+    """The example app served by uvicorn on a free port, capturing into the test Label Studio."""
+    with serve("example_app.app:app", label_studio, tmp_path / "app-state") as client:
+        yield client
 
 
 def wait_delivered(app, timeout: float = 60.0) -> dict:
     """Wait until the app's outbox is empty; returns its health view."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         health = app.get("/label-studio/health").json()

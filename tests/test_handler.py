@@ -7,6 +7,7 @@ from conftest import prefilled, project_tasks
 from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
 from langchain_label_studio import LabelStudioCallbackHandler
 from langchain_label_studio.label_config import CHAT_CONFIG, PROMPT_CONFIG
 
@@ -133,3 +134,16 @@ def test_batch_of_prompts_in_one_call(admin, ls_env, project_name):
 
     _, tasks = project_tasks(admin, project_name)
     assert sorted((t["data"]["prompt"], prefilled(t)) for t in tasks) == [("p1", "a"), ("p2", "b"), ("p3", "c")]
+
+
+def test_default_project_name_is_dated(admin, ls_env):
+    from datetime import datetime
+
+    handler = LabelStudioCallbackHandler()
+    title = datetime.now().strftime("LangChain-%Y-%m-%d")
+    assert handler.project.title() == title
+    marker = f"dated project {datetime.now().timestamp()}"
+    FakeListLLM(responses=["ok"], callbacks=[handler]).invoke(marker)
+    assert handler.flush(60)
+    _, tasks = project_tasks(admin, title)
+    assert [t["data"]["prompt"] for t in tasks if t["data"]["prompt"] == marker] == [marker]

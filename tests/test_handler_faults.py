@@ -9,6 +9,7 @@ import pytest
 from conftest import prefilled, project_tasks
 from faults import FaultProxy, free_port
 from langchain_core.language_models.fake import FakeListLLM
+
 from langchain_label_studio import LabelStudioCallbackHandler
 from langchain_label_studio.client import DEFAULT_URL
 

@@ -10,11 +10,12 @@ from conftest import prefilled, project_tasks
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from langchain_core.runnables import RunnableLambda
+from langserve import add_routes
+from sse_starlette.sse import AppStatus
+
 from langchain_label_studio import LabelStudioMiddleware, Project
 from langchain_label_studio.pipeline import get_pipeline
 from langchain_label_studio.settings import Settings
-from langserve import add_routes
-from sse_starlette.sse import AppStatus
 
 _IDS = re.compile(
     r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}|s-[0-9a-f]{8}"

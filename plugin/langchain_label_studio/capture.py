@@ -40,6 +40,10 @@ logger = logging.getLogger("langchain_label_studio")
 _INTERNAL_METADATA = ("langgraph_", "checkpoint_", "ls_", "__", "langserve_")
 
 
+class RunCancelled(Exception):
+    """Stands for the error of a run cut short by a disconnected client or a cancelled stream."""
+
+
 @dataclass
 class CaptureContext:
     """Who asked, in which session, on which route: the metadata of every record."""
@@ -209,6 +213,14 @@ class CaptureHandler(BaseCallbackHandler):
         finished = self._leave(run_id)
         if finished is not None:
             self._submit(finished, None, error)
+
+    def finish(self) -> None:
+        """Record the runs still open when the request ends (client gone, stream cancelled)."""
+        for run_id in list(self._roots):
+            root = self._leave(run_id)
+            if root is not None:
+                self._submit(root, None, RunCancelled("the run did not finish: the request ended first"))
+        self._root_of.clear()
 
     # -- records ----------------------------------------------------------------------------
     def _submit(self, root: _Root, outputs: Any, error: BaseException | None) -> None:

@@ -130,6 +130,7 @@ class LabelStudioMiddleware:
             await self.app(scope, receive, self._with_request_id(send, context.request_id or ""))
         finally:
             current_handler.reset(token)
+            handler.finish()
 
     # -- routing ----------------------------------------------------------------------------
     def _match(self, path: str, method: str) -> tuple[str, Project] | None:
