@@ -26,6 +26,8 @@ class FaultProxy:
         self.mode = "pass"
         self.delay = 0.0
         self.faults = 0  # requests the proxy interfered with
+        self.faults_by_mode: dict[str, int] = {}
+        self._open: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -63,18 +65,33 @@ class FaultProxy:
         asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
+    def set_mode(self, mode: str) -> None:
+        """Switch modes and drop open (kept-alive) connections so the next request sees it."""
+        self.mode = mode
+
+        async def _drop() -> None:
+            for writer in list(self._open):
+                writer.close()
+
+        asyncio.run_coroutine_threadsafe(_drop(), self._loop).result(5)
+
+    def _count(self, mode: str) -> None:
+        self.faults += 1
+        self.faults_by_mode[mode] = self.faults_by_mode.get(mode, 0) + 1
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         mode = self.mode
+        self._open.add(writer)
         try:
             if mode == "reset":
-                self.faults += 1
+                self._count(mode)
                 return
             if mode == "hang":
-                self.faults += 1
+                self._count(mode)
                 await asyncio.sleep(3600)
                 return
             if mode == "error500":
-                self.faults += 1
+                self._count(mode)
                 await reader.read(65536)
                 body = b'{"detail": "injected failure"}'
                 writer.write(
@@ -84,16 +101,18 @@ class FaultProxy:
                 await writer.drain()
                 return
             if mode == "slow":
+                self._count(mode)
                 await asyncio.sleep(self.delay)
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             if mode == "lose_response":
-                self.faults += 1
+                self._count(mode)
                 await self._lose_response(reader, up_reader, up_writer)
                 return
             await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            self._open.discard(writer)
             writer.close()
 
     async def _lose_response(

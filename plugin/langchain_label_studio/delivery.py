@@ -54,6 +54,7 @@ class Delivery:
         batch_size: int = 500,
         lease_s: float = 120.0,
         lock_dir: Path | None = None,
+        max_request_bytes: int = 8 << 20,
     ) -> None:
         self.client = client
         self.outbox = outbox
@@ -61,6 +62,7 @@ class Delivery:
         self.batch_size = batch_size
         self.lease_s = lease_s
         self.lock_dir = lock_dir
+        self.max_request_bytes = max_request_bytes
         self.failures = 0
         self._projects: dict[str, ResolvedProject] = {}
 
@@ -150,10 +152,8 @@ class Delivery:
             if not self._update_session(project, turns):
                 new_sessions.append(turns)
 
-        if singles:
-            self._import(project, [[c] for c in singles])
-        if new_sessions:
-            self._import(project, new_sessions)
+        for chunk in _by_size([[c] for c in singles] + new_sessions, self.max_request_bytes):
+            self._import(project, chunk)
 
     def _settle_unknown(self, project: ResolvedProject, batch: list[Claimed]) -> list[Claimed]:
         """Find in Label Studio the records an earlier send may have created."""
@@ -201,6 +201,9 @@ class Delivery:
 
     def _import(self, project: ResolvedProject, groups: list[list[Claimed]]) -> None:
         """Import one task per group (the group's newest record); split on rejection."""
+        groups = [g for g in groups if self._buildable(project, g)]
+        if not groups:
+            return
         latest = [max(g, key=lambda c: c.seq) for g in groups]
         tasks = [build_task(c.record, project.layout) for c in latest]
         self.outbox.mark_sent([c.seq for g in groups for c in g])
@@ -217,11 +220,37 @@ class Delivery:
             self._import(project, groups[:half])
             self._import(project, groups[half:])
             return
-        for newest, task_id in zip(latest, ids, strict=True):
+        for newest, task_id in zip(latest, ids, strict=False):
             if newest.record.session is not None:
                 self.outbox.set_session_task(newest.record.project_key, newest.record.session, task_id, None)
         self.outbox.done([c.seq for g in groups for c in g])
         self.metrics.add("delivered", sum(len(g) for g in groups))
+
+    def _buildable(self, project: ResolvedProject, group: list[Claimed]) -> bool:
+        """Dead-letter a record that cannot even be made into a task (instead of blocking the queue)."""
+        try:
+            build_task(max(group, key=lambda c: c.seq).record, project.layout)
+            return True
+        except Exception as exc:
+            for c in group:
+                self.outbox.dead_letter(c.seq, f"cannot build a task from this capture: {exc!r}")
+            self.metrics.add("dead_lettered", len(group))
+            self.metrics.error(f"dead-lettered a capture that cannot be made into a task: {exc!r}")
+            return False
+
+
+def _by_size(groups: list[list[Claimed]], max_bytes: int) -> list[list[list[Claimed]]]:
+    """Split groups into import requests of at most ``max_bytes`` (a lone big record goes alone)."""
+    chunks: list[list[list[Claimed]]] = []
+    size = 0
+    for group in groups:
+        weight = len(max(group, key=lambda c: c.seq).record.to_json()) + 256
+        if not chunks or size + weight > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(group)
+        size += weight
+    return chunks
 
 
 def _is_annotated(task: dict[str, Any]) -> bool:

@@ -21,7 +21,7 @@ def build_task(record: CaptureRecord, layout: Layout) -> dict[str, Any]:
     prompt: Any = record.prompt
     if layout.mode == "chat" and isinstance(prompt, str):
         prompt = [{"role": "user", "content": prompt}]
-    elif layout.mode == "prompt" and not isinstance(prompt, str):
+    elif layout.mode == "prompt" and isinstance(prompt, list):
         prompt = dialogue_to_text(prompt)
     data: dict[str, Any] = dict(record.data)
     data[layout.value_key] = prompt

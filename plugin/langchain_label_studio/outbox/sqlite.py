@@ -105,48 +105,50 @@ class SQLiteOutbox:
 
     # -- records -------------------------------------------------------------------------
     def size_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            try:
-                total += os.path.getsize(f"{self.path}{suffix}")
-            except OSError:
-                pass
-        return total
+        """Bytes the outbox's data takes (pages in use; freed pages are reused, not counted)."""
+        db = self._db()
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        used = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(used * page_size)
 
     def put_many(self, records: list[CaptureRecord]) -> int:
         if not records:
             return 0
-        if self.max_bytes is not None and self.size_bytes() >= self.max_bytes:
-            return self._put_within_cap(records)
         rows = [(r.capture_id, r.project_key, r.session, r.to_json(), r.captured_at) for r in records]
         with self._tx() as db:
+            if self.max_bytes is not None:
+                rows = self._within_cap(db, rows)
             db.executemany(
                 "INSERT OR IGNORE INTO records (capture_id, project_key, session, payload, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
-        return len(records)
+        return len(rows)
 
-    def _put_within_cap(self, records: list[CaptureRecord]) -> int:
-        """Over the cap: only later turns of sessions already in the outbox are kept."""
+    def _within_cap(self, db: sqlite3.Connection, rows: list[tuple]) -> list[tuple]:
+        """Over the cap, only later turns of sessions already captured are kept."""
+        budget = (self.max_bytes or 0) - self.size_bytes()
         kept = []
-        with self._tx() as db:
-            for r in records:
-                if r.session is None:
-                    continue
-                known = db.execute(
-                    "SELECT 1 FROM records WHERE project_key = ? AND session = ? "
-                    "UNION SELECT 1 FROM sessions WHERE project_key = ? AND session = ?",
-                    (r.project_key, r.session, r.project_key, r.session),
-                ).fetchone()
-                if known:
-                    kept.append(r)
-            db.executemany(
-                "INSERT OR IGNORE INTO records (capture_id, project_key, session, payload, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(r.capture_id, r.project_key, r.session, r.to_json(), r.captured_at) for r in kept],
-            )
-        return len(kept)
+        admitted: set[tuple[str, str]] = set()
+        for row in rows:
+            project_key, session = row[1], row[2]
+            size = len(row[3]) * 2 + 200  # payload plus index and page overhead, roughly
+            if budget >= size:
+                budget -= size
+                kept.append(row)
+                if session is not None:
+                    admitted.add((project_key, session))
+                continue
+            if session is None:
+                continue
+            if (project_key, session) in admitted or db.execute(
+                "SELECT 1 FROM records WHERE project_key = ? AND session = ? "
+                "UNION ALL SELECT 1 FROM sessions WHERE project_key = ? AND session = ? LIMIT 1",
+                (project_key, session, project_key, session),
+            ).fetchone():
+                kept.append(row)
+                admitted.add((project_key, session))
+        return kept
 
     def claim(self, limit: int, lease_s: float) -> list[Claimed]:
         now = time.time()
