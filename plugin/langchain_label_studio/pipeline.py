@@ -52,6 +52,7 @@ class Pipeline:
         self._start_lock = threading.Lock()
         self._committed_through = 0
         self._submitted = 0
+        self._writing = 0
         _live.add(self)
 
     # -- request path --------------------------------------------------------------------
@@ -105,13 +106,16 @@ class Pipeline:
             batch.append(self._buffer.popleft())
         if not batch:
             return
+        self._writing = len(batch)
         try:
             stored = self.outbox.put_many(batch)
         except Exception as exc:  # disk full, permissions...: keep the records in memory
             self._buffer.extendleft(reversed(batch))
+            self._writing = 0
             self.metrics.error(f"cannot write the capture outbox {self.outbox.path}: {exc}")
             time.sleep(0.5)
             return
+        self._writing = 0
         if stored < len(batch):
             self.metrics.add("dropped", len(batch) - stored)
             self.metrics.warn(
@@ -172,8 +176,9 @@ class Pipeline:
         stats = self.outbox.stats()
         return {
             "label_studio_url": self.settings.url,
+            "pid": os.getpid(),
             "outbox": str(self.outbox.path),
-            "pending": stats.pending + len(self._buffer),
+            "pending": stats.pending + len(self._buffer) + self._writing,
             "oldest_pending_s": stats.oldest_age_s,
             "dead_letters": stats.dead_letters,
             "by_project": stats.by_project,

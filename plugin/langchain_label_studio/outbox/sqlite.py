@@ -1,7 +1,8 @@
 """The embedded outbox: one SQLite file (WAL) in the state directory.
 
-Several processes (uvicorn/gunicorn workers) may share the file: records are leased
-to one worker at a time, and a lease expires if its worker dies.
+Several processes of one machine (uvicorn/gunicorn workers) may share the file: records
+are leased to one process at a time. A lease ends when it expires or, at once, when the
+process holding it is gone (a SIGKILLed worker's records go to the next process).
 """
 
 from __future__ import annotations
@@ -52,6 +53,24 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+#: A lease still in force: not expired, and its process still alive.
+_HELD = "(lease_until >= ? AND lease_alive(lease_owner))"
+_HELD_OTHER = "(o.lease_until >= ? AND lease_alive(o.lease_owner))"
+
+
+def _lease_alive(owner: str | None) -> bool:
+    """Whether the process named in a lease (``pid-random``) still runs on this machine."""
+    if not owner:
+        return False
+    try:
+        os.kill(int(owner.split("-", 1)[0]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
 def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
@@ -80,6 +99,7 @@ class SQLiteOutbox:
         db = getattr(self._local, "db", None)
         if db is None or self._local.pid != os.getpid():
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.create_function("lease_alive", 1, _lease_alive, deterministic=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db, self._local.pid = db, os.getpid()
@@ -154,19 +174,19 @@ class SQLiteOutbox:
         now = time.time()
         with self._tx() as db:
             first = db.execute(
-                "SELECT project_key FROM records WHERE not_before <= ? AND lease_until < ? ORDER BY seq LIMIT 1",
+                f"SELECT project_key FROM records WHERE not_before <= ? AND NOT {_HELD} ORDER BY seq LIMIT 1",
                 (now, now),
             ).fetchone()
             if first is None:
                 return []
             rows = db.execute(
-                """
+                f"""
                 SELECT seq, payload, attempts, sent FROM records AS r
-                WHERE project_key = ? AND not_before <= ? AND lease_until < ?
+                WHERE project_key = ? AND not_before <= ? AND NOT {_HELD}
                   AND (session IS NULL OR NOT EXISTS (
                         SELECT 1 FROM records AS o
                         WHERE o.project_key = r.project_key AND o.session = r.session
-                          AND o.lease_until >= ?))
+                          AND {_HELD_OTHER}))
                 ORDER BY seq LIMIT ?
                 """,
                 (first[0], now, now, now, limit),

@@ -1,0 +1,161 @@
+"""Process life: SIGKILL under load, several workers (uvicorn --workers, gunicorn with and without --preload)."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, serve, tasks_where, wait_delivered
+from faults import free_port
+
+
+def jokes_load(base_url: str, user: str, stop: threading.Event, done: list, threads: int = 4) -> list[threading.Thread]:
+    """Clients posting jokes until ``stop``; ``done`` collects (request_id, finished_at)."""
+
+    def client() -> None:
+        with httpx.Client(base_url=base_url, timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    resp = http.post(
+                        "/joke/invoke", json={"input": {"topic": uuid.uuid4().hex[:6]}}, headers={"X-User-ID": user}
+                    )
+                except httpx.HTTPError:
+                    return
+                if resp.status_code == 200:
+                    done.append((resp.headers["x-request-id"], time.monotonic()))
+
+    workers = [threading.Thread(target=client) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    return workers
+
+
+def outbox_request_ids(state: Path) -> set[str]:
+    ids = set()
+    for path in state.glob("outbox-*.db"):
+        with sqlite3.connect(path) as db:
+            for (payload,) in db.execute("SELECT payload FROM records"):
+                ids.add(__import__("json").loads(payload)["data"]["request_id"])
+    return ids
+
+
+def test_sigkill_under_load_loses_nothing_committed(label_studio, admin, tmp_path):
+    user = f"kill-{uuid.uuid4().hex[:6]}"
+    state = tmp_path / "state"
+    port = free_port()
+    env = {**os.environ, **label_studio.env(), "LABEL_STUDIO_STATE_DIR": str(state)}
+    cmd = [sys.executable, "-m", "uvicorn", "example_app.app:app", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/label-studio/health").status_code == 200:
+                break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+    stop, done = threading.Event(), []
+    clients = jokes_load(base, user, stop, done)
+    time.sleep(3)
+    proc.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    proc.wait()
+    stop.set()
+    for c in clients:
+        c.join()
+    waiting = outbox_request_ids(state)
+
+    with serve("example_app.app:app", label_studio, state) as app:
+        wait_delivered(app, timeout=120)
+
+    tasks = tasks_where(admin, "Jokes", user_id=user)
+    counts = collections.Counter(t["data"]["request_id"] for t in tasks)
+    assert not [k for k, v in counts.items() if v > 1], "a capture was delivered twice"
+    assert waiting <= set(counts), "records on disk at the kill were not all delivered"
+    # The commit window is 50 ms: every answer sent 200 ms before the kill was on disk.
+    committed = {rid for rid, at in done if at < killed_at - 0.2}
+    assert len(committed) > 50
+    assert committed <= set(counts), f"{len(committed - set(counts))} committed captures lost"
+
+
+@pytest.mark.parametrize(
+    "server",
+    ["uvicorn --workers 2", "gunicorn -w 2", "gunicorn -w 2 --preload"],
+)
+def test_several_workers_deliver_each_capture_once(label_studio, admin, tmp_path, server):
+    user = f"w-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    env = {**os.environ, **label_studio.env(), "LABEL_STUDIO_STATE_DIR": str(tmp_path / "state")}
+    if server.startswith("uvicorn"):
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "example_app.app:app",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "example_app.app:app",
+            "-k",
+            "uvicorn.workers.UvicornWorker",
+            "-b",
+            f"127.0.0.1:{port}",
+            *server.split()[1:],
+            "--log-level",
+            "warning",
+        ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/label-studio/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        stop, done = threading.Event(), []
+        clients = jokes_load(base, user, stop, done, threads=6)
+        time.sleep(3)
+        stop.set()
+        for c in clients:
+            c.join()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if len(tasks_where(admin, "Jokes", user_id=user)) >= len(done):
+                break
+            time.sleep(1)
+        pids = {httpx.get(f"{base}/label-studio/health").json()["pid"] for _ in range(20)}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+    tasks = tasks_where(admin, "Jokes", user_id=user)
+    counts = collections.Counter(t["data"]["request_id"] for t in tasks)
+    assert len(done) > 30
+    assert not [k for k, v in counts.items() if v > 1], "a capture was delivered twice"
+    assert set(counts) == {rid for rid, _ in done}
+    assert len(pids) == 2, "both workers should answer (and capture)"
