@@ -98,7 +98,7 @@ def tasks_where(admin: LabelStudioClient, title: str, **data: object) -> list[di
     if project is None:
         return []
     tasks, page = [], 1
-    while batch := admin.list_tasks(project["id"], page):
+    while batch := admin.list_tasks(project["id"], page, where={k: v for k, v in data.items() if v is not None}):
         tasks += [t for t in batch if all(t["data"].get(k) == v for k, v in data.items())]
         page += 1
     return sorted(tasks, key=lambda t: t["id"])

@@ -242,11 +242,21 @@ class LabelStudioClient:
                 page += 1
         return found
 
-    def list_tasks(self, project_id: int, page: int, page_size: int = 100) -> list[dict[str, Any]]:
-        """One page of the project's tasks with their annotations and predictions."""
-        resp = self._send(
-            "GET", "/api/tasks/", params={"project": project_id, "page": page, "page_size": page_size, "fields": "all"}
-        )
+    def list_tasks(
+        self, project_id: int, page: int, page_size: int = 100, where: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """One page of the project's tasks with annotations and predictions.
+
+        ``where`` keeps tasks whose ``data.<key>`` equals each given value (filtered by Label Studio).
+        """
+        params: dict[str, Any] = {"project": project_id, "page": page, "page_size": page_size, "fields": "all"}
+        if where:
+            items = [
+                {"filter": f"filter:tasks:data.{k}", "operator": "equal", "type": "String", "value": v}
+                for k, v in where.items()
+            ]
+            params["query"] = json.dumps({"filters": {"conjunction": "and", "items": items}})
+        resp = self._send("GET", "/api/tasks/", params=params)
         if resp.status_code == 404:
             return []
         return self._check(resp, f"listing tasks of project {project_id}").json().get("tasks", [])
