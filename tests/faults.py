@@ -3,7 +3,7 @@
 Modes: ``pass`` (forward), ``hang`` (accept, never answer), ``reset`` (close at once),
 ``lose_response`` (forward the request, then drop the answer and close: the server did
 the work but the client never learns it), ``error500`` (answer 500 without forwarding),
-``slow`` (forward after ``delay`` seconds). ``stop()`` closes the port (refused).
+``slow`` (every request waits ``delay`` seconds). ``stop()`` closes the port (refused).
 """
 
 from __future__ import annotations
@@ -102,13 +102,12 @@ class FaultProxy:
                 return
             if mode == "slow":
                 self._count(mode)
-                await asyncio.sleep(self.delay)
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             if mode == "lose_response":
                 self._count(mode)
                 await self._lose_response(reader, up_reader, up_writer)
                 return
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, up_writer, slow=mode == "slow"), self._pipe(up_reader, writer))
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -130,10 +129,11 @@ class FaultProxy:
         await up_reader.read(1)  # the server has answered: the work is done
         up_writer.close()
 
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, slow: bool = False) -> None:
         try:
             while data := await src.read(65536):
+                if slow and self.mode == "slow":
+                    await asyncio.sleep(self.delay)
                 dst.write(data)
                 await dst.drain()
         finally:

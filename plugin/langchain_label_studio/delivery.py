@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,14 +65,16 @@ class Delivery:
         self.lock_dir = lock_dir
         self.max_request_bytes = max_request_bytes
         self.failures = 0
+        #: After a failure the worker rests until then (``time.time()``), whatever is queued.
+        self.paused_until = 0.0
         self._projects: dict[str, ResolvedProject] = {}
 
     # -- one step ----------------------------------------------------------------------
-    def step(self) -> bool:
-        """Deliver one batch. Returns True if a batch was taken (delivered or not)."""
+    def step(self) -> int:
+        """Deliver one batch. Returns how many records it took (delivered or not)."""
         batch = self.outbox.claim(self.batch_size, self.lease_s)
         if not batch:
-            return False
+            return 0
         seqs = [c.seq for c in batch]
         try:
             project = self._resolve(batch[0].record.project)
@@ -90,12 +93,18 @@ class Delivery:
             self._retry(seqs, backoff(self.failures, base_s=5.0, cap_s=300.0))
         else:
             self.failures = 0
-        return True
+        return len(batch)
 
     def _retry(self, seqs: list[int], delay: float) -> None:
         # Records already removed (delivered before the failure) are simply not updated.
         self.outbox.retry_later(seqs, delay)
+        self.paused_until = time.time() + delay
         self.metrics.add("retried", len(seqs))
+
+    def resume(self) -> None:
+        """Forget the backoff: the next step runs at once."""
+        self.failures = 0
+        self.paused_until = 0.0
 
     # -- projects ----------------------------------------------------------------------
     def _resolve(self, spec: dict[str, Any]) -> ResolvedProject:
@@ -244,7 +253,7 @@ def _by_size(groups: list[list[Claimed]], max_bytes: int) -> list[list[list[Clai
     chunks: list[list[list[Claimed]]] = []
     size = 0
     for group in groups:
-        weight = len(max(group, key=lambda c: c.seq).record.to_json()) + 256
+        weight = max(group, key=lambda c: c.seq).size + 256
         if not chunks or size + weight > max_bytes:
             chunks.append([])
             size = 0

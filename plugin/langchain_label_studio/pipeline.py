@@ -123,19 +123,28 @@ class Pipeline:
                 "new sessions are not captured until Label Studio catches up"
             )
         self._committed_through += len(batch)
-        self._wake_delivery.set()
 
     def _deliver_loop(self) -> None:
+        """Deliver full batches back to back; otherwise let records gather for a while.
+
+        After a failure the loop rests for the backoff delay (Label Studio down costs one
+        attempt per delay, not one per capture); ``retry_now`` ends the rest.
+        """
         while not self._stop.is_set():
+            rest = self.delivery.paused_until - time.time()
+            if rest > 0:
+                self._wake_delivery.wait(rest)
+                self._wake_delivery.clear()
+                continue
             try:
-                worked = self.delivery.step()
+                taken = self.delivery.step()
             except Exception as exc:  # a bug must never kill the worker
                 logger.exception("label studio delivery failed")
                 self.metrics.error(f"delivery failed: {exc!r}")
-                worked = False
+                taken = 0
                 self._stop.wait(1.0)
-            if not worked:
-                self._wake_delivery.wait(self.settings.poll_interval_s)
+            if taken < self.settings.batch_size:
+                self._wake_delivery.wait(self.settings.delivery_interval_s)
                 self._wake_delivery.clear()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -167,7 +176,7 @@ class Pipeline:
 
     def retry_now(self) -> None:
         """Skip the backoff: try every waiting record again now (after fixing a token or project)."""
-        self.delivery.failures = 0
+        self.delivery.resume()
         self.outbox.retry_now()
         self._wake_delivery.set()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 Dialogue = list[dict[str, Any]]
@@ -38,8 +38,12 @@ class CaptureRecord:
         return f"id:{pid}" if pid is not None else f"title:{self.project['title']}"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, default=str, separators=(",", ":"))
+        fields = {f: getattr(self, f) for f in _FIELDS}
+        return json.dumps(fields, ensure_ascii=False, default=str, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> CaptureRecord:
         return cls(**json.loads(text))
+
+
+_FIELDS = [f.name for f in fields(CaptureRecord)]

@@ -21,6 +21,10 @@ def default_state_dir() -> Path:
 class Settings:
     """Where captures go and how they get there.
 
+    Records are committed to the outbox every ``commit_interval_s`` and delivered in
+    batches of up to ``batch_size``, at least every ``delivery_interval_s`` while there
+    is a backlog smaller than a batch.
+
     Arguments left as ``None`` are read from ``LABEL_STUDIO_URL`` (default
     ``http://localhost:8080``), ``LABEL_STUDIO_API_KEY`` and ``LABEL_STUDIO_STATE_DIR``.
     """
@@ -30,7 +34,7 @@ class Settings:
     state_dir: Path | str | None = None
     batch_size: int = 500
     commit_interval_s: float = 0.05
-    poll_interval_s: float = 1.0
+    delivery_interval_s: float = 1.0
     timeout_s: float = 30.0
     max_buffer: int = 10_000
     max_outbox_bytes: int | None = 1 << 30

@@ -20,6 +20,7 @@ class Claimed:
     record: CaptureRecord
     attempts: int
     sent: bool
+    size: int = 0  #: bytes of the stored record
 
 
 @dataclass

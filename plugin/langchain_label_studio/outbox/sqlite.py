@@ -196,7 +196,9 @@ class SQLiteOutbox:
                 f"UPDATE records SET lease_owner = ?, lease_until = ? WHERE seq IN ({_placeholders(len(seqs))})",
                 (self._local.owner, now + lease_s, *seqs),
             )
-        return [Claimed(seq, CaptureRecord.from_json(p), attempts, bool(sent)) for seq, p, attempts, sent in rows]
+        return [
+            Claimed(seq, CaptureRecord.from_json(p), attempts, bool(sent), len(p)) for seq, p, attempts, sent in rows
+        ]
 
     def _update(self, sql: str, seqs: list[int], *args: object) -> None:
         if not seqs:
