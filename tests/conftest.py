@@ -22,6 +22,7 @@ from langchain_label_studio.pipeline import _registry
 
 ROOT = Path(__file__).resolve().parent.parent
 LS_PORT = int(os.environ.get("LS_TEST_PORT", "18089"))
+FEEDBACK_SECRET = "test-feedback-secret-0123456789"
 LS_DATA = Path(os.environ.get("LS_TEST_DATA_DIR", ROOT / ".state" / "label-studio-test"))
 
 
@@ -108,7 +109,13 @@ def tasks_where(admin: LabelStudioClient, title: str, **data: object) -> list[di
 def serve(target: str, label_studio: local.LocalServer, state_dir: Path, **env: str):
     """Serve an ASGI app (``module:attr``) with uvicorn on a free port; yields an httpx client."""
     port = free_port()
-    full_env = {**os.environ, **label_studio.env(), "LABEL_STUDIO_STATE_DIR": str(state_dir), **env}
+    full_env = {
+        **os.environ,
+        **label_studio.env(),
+        "LABEL_STUDIO_STATE_DIR": str(state_dir),
+        "LABEL_STUDIO_FEEDBACK_SECRET": FEEDBACK_SECRET,
+        **env,
+    }
     full_env.pop("OPENAI_API_KEY", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--log-level", "warning"],

@@ -16,6 +16,7 @@ A run that fails is recorded with its error.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from .sanitize import Sanitizer, to_text
 
 logger = logging.getLogger("langchain_label_studio")
 
+#: Run metadata (``config={"metadata": {OPT_OUT_KEY: False}}``) that keeps a run out.
+OPT_OUT_KEY = "label_studio_capture"
 #: Metadata keys LangChain/LangGraph add to every run: not worth a column.
 _INTERNAL_METADATA = ("langgraph_", "checkpoint_", "ls_", "__", "langserve_")
 
@@ -54,6 +57,8 @@ class CaptureContext:
     user_id: str | None = None
     session_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Share of sessions to capture, decided by a stable hash of the session id.
+    sample_rate: float = 1.0
     #: Called at capture time for identity known only late (an authenticated user, a
     #: user callable): returns ``{"user_id", "session_id"}`` overrides.
     identity: Callable[[], dict[str, Any]] | None = None
@@ -245,6 +250,12 @@ class CaptureHandler(BaseCallbackHandler):
             or _str(meta.get("thread_id"))
         )
         user = _str(late.get("user_id")) or ctx.user_id or _str(meta.get("user_id"))
+        if str(meta.get(OPT_OUT_KEY, "")).lower() in ("false", "off", "0", "no"):
+            self.pipeline.metrics.skip("opted_out")
+            return None
+        if not sampled(session or ctx.request_id or "", ctx.sample_rate):
+            self.pipeline.metrics.skip("sampled_out")
+            return None
         data: dict[str, Any] = {
             "user_id": user,
             "session_id": session,
@@ -310,6 +321,16 @@ class CaptureHandler(BaseCallbackHandler):
         else:
             dialogue = messages
         return to_dialogue(dialogue), response, state
+
+
+def sampled(key: str, rate: float) -> bool:
+    """Whether a session is in the sample: the same answer for the same key, every time."""
+    if rate >= 1.0:
+        return True
+    if rate <= 0.0:
+        return False
+    digest = hashlib.sha256(key.encode("utf-8", "replace")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
 def _messages_of(value: Any) -> list[BaseMessage] | None:

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from .client import AuthError, LabelStudioClient, LabelStudioError, Rejected, Unavailable
+from .feedback import FEEDBACK_KEYS
 from .label_config import DEFAULT_CONFIGS, Layout, check_mode, parse_layout
 from .metrics import Metrics
 from .outbox.base import Claimed, Outbox
+from .record import CaptureRecord
 from .task import build_task, prediction
 
 
@@ -149,6 +151,8 @@ class Delivery:
 
     # -- a batch of one project --------------------------------------------------------
     def _deliver(self, project: ResolvedProject, batch: list[Claimed]) -> None:
+        feedback = [c for c in batch if c.record.kind == "feedback"]
+        batch = [c for c in batch if c.record.kind != "feedback"]
         pending = self._settle_unknown(project, batch)
         singles = [c for c in pending if c.record.session is None]
         sessions: dict[str, list[Claimed]] = {}
@@ -163,6 +167,47 @@ class Delivery:
 
         for chunk in _by_size([[c] for c in singles] + new_sessions, self.max_request_bytes):
             self._import(project, chunk)
+        for c in feedback:
+            self._add_feedback(project, c)
+
+    # -- end-user feedback ------------------------------------------------------------------
+    def _add_feedback(self, project: ResolvedProject, claimed: Claimed) -> None:
+        """Append one feedback to its task(s); idempotent, so a retried write adds it once."""
+        record = claimed.record
+        task_ids = self._feedback_tasks(project, record)
+        if not task_ids:  # its capture is not in Label Studio yet (or was deleted)
+            if claimed.attempts >= 30:
+                self.outbox.dead_letter(claimed.seq, "no Label Studio task for the capture this feedback names")
+                self.metrics.add("dead_lettered")
+            else:
+                self.outbox.retry_later([claimed.seq], backoff(claimed.attempts, base_s=2.0, cap_s=600.0))
+            return
+        entry = {**record.data["feedback"], "id": record.capture_id}
+        for task_id in task_ids:
+            task = self.client.get_task(task_id)
+            if task is None:
+                continue
+            data = dict(task.get("data") or {})
+            entries = list(data.get("feedback") or [])
+            if any(isinstance(e, dict) and e.get("id") == entry["id"] for e in entries):
+                continue
+            entries.append(entry)
+            data.update(feedback=entries, feedback_score=entry["score"], feedback_count=len(entries))
+            self.client.update_task(task_id, data)
+        self.outbox.done([claimed.seq])
+        self.metrics.add("delivered")
+
+    def _feedback_tasks(self, project: ResolvedProject, record: CaptureRecord) -> list[int]:
+        target = record.target or {}
+        session = target.get("session_id")
+        if session:
+            mapping = self.outbox.session_task(record.project_key, session)
+            if mapping is not None:
+                return [mapping[0]]
+            tasks = self.client.list_tasks(project.id, 1, 100, where={"session_id": session})
+            return [max(t["id"] for t in tasks)] if tasks else []
+        tasks = self.client.list_tasks(project.id, 1, 100, where={"request_id": target.get("request_id")})
+        return [t["id"] for t in tasks]
 
     def _settle_unknown(self, project: ResolvedProject, batch: list[Claimed]) -> list[Claimed]:
         """Find in Label Studio the records an earlier send may have created."""
@@ -195,7 +240,9 @@ class Delivery:
         task = self.client.get_task(mapping[0])
         if task is None or _is_annotated(task):
             return False
-        self.client.update_task(task["id"], build_task(record, project.layout)["data"])
+        data = build_task(record, project.layout)["data"]
+        data.update({k: task["data"][k] for k in FEEDBACK_KEYS if k in (task.get("data") or {})})
+        self.client.update_task(task["id"], data)
         if record.response is not None:
             pred = prediction(record, project.layout)
             existing = task.get("predictions") or []

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from .capture import CaptureContext, CaptureHandler, current_handler
+from .feedback import DEFAULT_TTL_S, FeedbackError, FeedbackTokens, RateLimiter, feedback_record, parse_feedback
 from .pipeline import Pipeline, get_pipeline
 from .project import Project
 from .sanitize import DEFAULT_MAX_CHARS
 from .settings import Settings
 
+logger = logging.getLogger("langchain_label_studio")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -89,6 +93,15 @@ class LabelStudioMiddleware:
         health: bool = False,
         drain_timeout_s: float = 10.0,
         max_chars: int = DEFAULT_MAX_CHARS,
+        sample_rate: float = 1.0,
+        record_headers: Iterable[str] = (),
+        opt_out_header: str = "X-Label-Studio-Capture",
+        redact: bool = True,
+        redact_patterns: Mapping[str, str] | None = None,
+        before_capture: Callable[[Any], Any] | None = None,
+        feedback_secret: str | None = None,
+        feedback_ttl_s: float = DEFAULT_TTL_S,
+        feedback_header: str = "X-Label-Studio-Feedback-Token",
     ) -> None:
         self.app = app
         self.routes = sorted(
@@ -97,7 +110,29 @@ class LabelStudioMiddleware:
             reverse=True,
         )
         self.default = as_project(default) if default is not None else None
-        self.pipeline: Pipeline = get_pipeline(settings or Settings(url=url, api_key=api_key, state_dir=state_dir))
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be between 0 and 1, not {sample_rate!r}")
+        self.sample_rate = sample_rate
+        settings = settings or Settings(
+            url=url,
+            api_key=api_key,
+            state_dir=state_dir,
+            redact=redact,
+            redact_patterns=dict(redact_patterns or {}),
+            before_capture=before_capture,
+        )
+        self.pipeline: Pipeline = get_pipeline(settings)
+        self.record_headers = [h.lower().encode() for h in record_headers if not _is_secret_header(h.lower())]
+        self.opt_out_header = opt_out_header.lower().encode()
+        secret = feedback_secret or os.environ.get("LABEL_STUDIO_FEEDBACK_SECRET")
+        self.feedback = FeedbackTokens(secret.encode(), feedback_ttl_s) if secret else None
+        self.feedback_header = feedback_header.lower().encode()
+        self._feedback_limit = RateLimiter()
+        if self.feedback is None:
+            logger.warning(
+                "Label Studio feedback is disabled: set LABEL_STUDIO_FEEDBACK_SECRET (or feedback_secret=) "
+                "to give each captured response a feedback token"
+            )
         self.user_header = user_header.lower().encode()
         self.session_header = session_header.lower().encode()
         self.request_id_header = request_id_header.lower().encode()
@@ -118,16 +153,28 @@ class LabelStudioMiddleware:
         if self.health and path == f"{self.prefix}/health" and scope["method"] == "GET":
             await _send_json(send, 200, self.pipeline.health())
             return
+        if path == f"{self.prefix}/feedback" and scope["method"] == "POST":
+            await self._feedback_endpoint(receive, send)
+            return
         match = self._match(path, scope["method"])
         if match is None:
             await self.app(scope, receive, send)
             return
         route, project = match
+        headers = dict(scope.get("headers") or [])
+        if headers.get(self.opt_out_header, b"").strip().lower() in (b"off", b"false", b"0", b"no"):
+            self.pipeline.metrics.skip("opted_out")
+            await self.app(scope, receive, send)
+            return
         context = self._context(scope, route, project)
         handler = CaptureHandler(self.pipeline, context, max_chars=self.max_chars)
         token = current_handler.set(handler)
+        extra = [(self.request_id_header, (context.request_id or "").encode())]
+        if self.feedback is not None:
+            feedback_token = self.feedback.issue(project.to_dict(), context.request_id or "", context.session_id)
+            extra.append((self.feedback_header, feedback_token.encode()))
         try:
-            await self.app(scope, receive, self._with_request_id(send, context.request_id or ""))
+            await self.app(scope, receive, _with_headers(send, extra))
         finally:
             current_handler.reset(token)
             handler.finish()
@@ -151,12 +198,15 @@ class LabelStudioMiddleware:
         headers = dict(scope.get("headers") or [])
         incoming = headers.get(self.request_id_header, b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        recorded = {h.decode(): _header(headers, h) for h in self.record_headers if h in headers}
         context = CaptureContext(
             project=project,
             route=route,
             request_id=request_id,
             user_id=_header(headers, self.user_header),
             session_id=_header(headers, self.session_header),
+            extra={"headers": recorded} if recorded else {},
+            sample_rate=project.sample_rate if project.sample_rate is not None else self.sample_rate,
         )
         context.identity = lambda: self._late_identity(scope)
         return context
@@ -185,18 +235,60 @@ class LabelStudioMiddleware:
 
         return wrapped
 
-    def _with_request_id(self, send: Send, request_id: str) -> Send:
-        header = self.request_id_header
+    async def _feedback_endpoint(self, receive: Receive, send: Send) -> None:
+        """``POST {prefix}/feedback`` with ``{"token", "score", "comment"}``: queued like any capture."""
+        if self.feedback is None:
+            await _send_json(send, 404, {"error": "feedback is not enabled on this server"})
+            return
+        try:
+            body = await _read_body(receive, limit=16_384)
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                raise FeedbackError(400, "the body is not JSON") from None
+            token, score, comment = parse_feedback(parsed)
+            claims = self.feedback.verify(token)
+            if not self._feedback_limit.allow(str(token)[-43:]):
+                raise FeedbackError(429, "too much feedback for this token; try again later")
+        except FeedbackError as exc:
+            await _send_json(send, exc.status, {"error": str(exc)})
+            return
+        self.pipeline.submit(feedback_record(claims, score, comment))
+        await _send_json(send, 202, {"status": "accepted"})
 
-        async def wrapped(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or [])
-                if not any(k.lower() == header for k, _ in headers):
-                    headers.append((header, request_id.encode()))
-                    message = {**message, "headers": headers}
-            await send(message)
 
-        return wrapped
+#: Headers never recorded, whatever ``record_headers`` says.
+_SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key"}
+_SECRET_WORDS = ("auth", "cookie", "token", "secret", "key", "password", "session")
+
+
+def _is_secret_header(name: str) -> bool:
+    return name in _SECRET_HEADERS or any(word in name for word in _SECRET_WORDS)
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """Add headers to the response start (unless the app set them); everything else passes."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or [])
+            present = {k.lower() for k, _ in headers}
+            headers += [(k, v) for k, v in extra if k not in present]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise FeedbackError(413, f"the body is larger than {limit} bytes")
+        if not message.get("more_body"):
+            return body
 
 
 def _path(scope: Scope) -> str:

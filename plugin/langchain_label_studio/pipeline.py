@@ -25,6 +25,7 @@ from .delivery import Delivery
 from .metrics import Metrics
 from .outbox import SQLiteOutbox
 from .record import CaptureRecord
+from .redact import Redactor
 from .settings import Settings
 
 logger = logging.getLogger("langchain_label_studio")
@@ -43,6 +44,7 @@ class Pipeline:
         self.delivery = Delivery(
             self.client, self.outbox, self.metrics, batch_size=settings.batch_size, lock_dir=self.outbox.path.parent
         )
+        self.redactor = Redactor(builtin=settings.redact, patterns=settings.redact_patterns)
         self._buffer: deque[CaptureRecord] = deque()
         self._wake_writer = threading.Event()
         self._wake_delivery = threading.Event()
@@ -106,7 +108,9 @@ class Pipeline:
             batch.append(self._buffer.popleft())
         if not batch:
             return
-        self._writing = len(batch)
+        taken = self._writing = len(batch)
+        batch = self._protect(batch)
+        self._committed_through += taken - len(batch)  # dropped by the hook: settled
         try:
             stored = self.outbox.put_many(batch)
         except Exception as exc:  # disk full, permissions...: keep the records in memory
@@ -123,6 +127,23 @@ class Pipeline:
                 "new sessions are not captured until Label Studio catches up"
             )
         self._committed_through += len(batch)
+
+    def _protect(self, batch: list[CaptureRecord]) -> list[CaptureRecord]:
+        """The user's ``before_capture`` hook, then redaction: nothing unredacted reaches the disk."""
+        hook = self.settings.before_capture
+        kept = []
+        for record in batch:
+            try:
+                if hook is not None:
+                    record = hook(record)
+                    if record is None:
+                        self.metrics.skip("before_capture")
+                        continue
+                kept.append(self.redactor.record(record))
+            except Exception as exc:  # a failing hook or rule drops the record, loudly
+                self.metrics.skip("redaction_error")
+                self.metrics.error(f"a capture was dropped: redaction or before_capture failed: {exc!r}")
+        return kept
 
     def _deliver_loop(self) -> None:
         """Deliver full batches back to back; otherwise let records gather for a while.
@@ -192,6 +213,7 @@ class Pipeline:
             "dead_letters": stats.dead_letters,
             "by_project": stats.by_project,
             "outbox_bytes": stats.size_bytes,
+            "redactions": dict(self.redactor.counts),
             **self.metrics.snapshot(),
         }
 

@@ -27,9 +27,13 @@ class Project:
     mode: Mode = "prompt"
     label_config: str | None = None
     id: int | None = None
+    #: Share of sessions captured on this route (whole sessions; None: the middleware's rate).
+    sample_rate: float | None = None
     layout: Layout = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.sample_rate is not None and not 0.0 <= self.sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be between 0 and 1, not {self.sample_rate!r}")
         if self.mode not in DEFAULT_CONFIGS:
             raise ValueError(f"mode must be 'prompt' or 'chat', not {self.mode!r}")
         layout = parse_layout(self.config)

@@ -30,6 +30,10 @@ class CaptureRecord:
     model_version: str | None = None
     capture_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     captured_at: float = field(default_factory=time.time)
+    #: ``capture`` (a prompt or a conversation) or ``feedback`` (added to the task(s) of
+    #: the capture named in ``target``: ``{"request_id", "session_id"}``).
+    kind: str = "capture"
+    target: dict[str, Any] | None = None
 
     @property
     def project_key(self) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .client import DEFAULT_URL
 
@@ -39,6 +41,13 @@ class Settings:
     max_buffer: int = 10_000
     max_outbox_bytes: int | None = 1 << 30
     exit_timeout_s: float = 5.0
+    #: Built-in redaction of e-mails, phones, cards, IBANs and secrets (see ``redact``).
+    redact: bool = True
+    #: Extra redaction rules, ``{"NAME": regex}``: matches become ``<NAME>``.
+    redact_patterns: Mapping[str, str] = field(default_factory=dict)
+    #: ``before_capture(record)`` sees every record before it is stored; return the
+    #: (changed) record, or None to drop it.
+    before_capture: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         self.url = (self.url or os.environ.get("LABEL_STUDIO_URL") or DEFAULT_URL).rstrip("/")

@@ -1,0 +1,121 @@
+"""Redaction of personal data and secrets, applied to every record before it is stored.
+
+Built-in rules replace matches with typed placeholders: ``<EMAIL>``, ``<PHONE>``,
+``<CREDIT_CARD>`` (Luhn-checked), ``<SECRET>`` (API keys, bearer tokens, JWTs,
+``password=...``) and ``<IBAN>`` (checksum-verified). Extra rules are ``{"NAME": regex}``
+pairs (matches become ``<NAME>``). Every string of the record is covered: messages, the
+graph state, tool arguments and results, metadata.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .record import CaptureRecord
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = int(ch)
+        if i % 2:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+def _card(match: re.Match[str]) -> str | None:
+    digits = re.sub(r"\D", "", match.group(0))
+    return "<CREDIT_CARD>" if 13 <= len(digits) <= 19 and _luhn_ok(digits) else None
+
+
+def _iban(match: re.Match[str]) -> str | None:
+    raw = re.sub(r"\s", "", match.group(0)).upper()
+    moved = raw[4:] + raw[:4]
+    number = "".join(str(int(ch, 36)) for ch in moved)
+    return "<IBAN>" if len(raw) >= 15 and int(number) % 97 == 1 else None
+
+
+def _phone(match: re.Match[str]) -> str | None:
+    digits = re.sub(r"\D", "", match.group(0))
+    return "<PHONE>" if 8 <= len(digits) <= 15 else None
+
+
+Replacement = str | Callable[[re.Match[str]], str | None]
+
+#: (name, pattern, replacement) in the order they are applied; secrets first.
+BUILTIN_RULES: list[tuple[str, str, Replacement]] = [
+    ("SECRET", r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}", "Bearer <SECRET>"),
+    ("SECRET", r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", "<SECRET>"),
+    (
+        "SECRET",
+        r"\b(?:sk|pk|rk|sk-proj|sk-ant|xox[abposr]|ghp|gho|ghs|ghu|github_pat|glpat|hf|AKIA|ASIA|AIza)"
+        r"[-_]?[A-Za-z0-9_-]{16,}",
+        "<SECRET>",
+    ),
+    (
+        "SECRET",
+        r"(?i)\b(api[_-]?key|apikey|secret|token|password|passwd|pwd)\b(\s*[:=]\s*)"
+        r"[\"']?[^\s\"',;]{6,}",
+        lambda m: f"{m.group(1)}{m.group(2)}<SECRET>",
+    ),
+    ("EMAIL", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b", "<EMAIL>"),
+    ("IBAN", r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b", _iban),
+    ("CREDIT_CARD", r"\b\d(?:[ -]?\d){12,18}\b", _card),
+    (
+        "PHONE",
+        r"(?<![\w+])(?:\+\d{1,3}[\s.-]?\(?\d{1,4}\)?(?:[\s.-]?\d{2,4}){2,5}"
+        r"|\(\d{2,4}\)\s?\d{3,4}[\s.-]?\d{3,4}"
+        r"|\d{3}[\s.-]\d{3}[\s.-]\d{4}"
+        r"|0\d{1,4}[\s.-]\d{3,4}[\s.-]?\d{3,4})(?!\w)",
+        _phone,
+    ),
+]
+
+
+@dataclass
+class Redactor:
+    """Applies the rules to every string of a record, counting replacements per rule."""
+
+    builtin: bool = True
+    patterns: Mapping[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        rules = list(BUILTIN_RULES) if self.builtin else []
+        rules += [(name.upper(), pattern, f"<{name.upper()}>") for name, pattern in self.patterns.items()]
+        self._rules = [(name, re.compile(pattern), repl) for name, pattern, repl in rules]
+
+    def text(self, value: str) -> str:
+        for name, regex, repl in self._rules:
+            value = regex.sub(lambda m, name=name, repl=repl: self._replace(name, repl, m), value)
+        return value
+
+    def _replace(self, name: str, repl: Replacement, match: re.Match[str]) -> str:
+        out = repl(match) if callable(repl) else repl
+        if out is None:
+            return match.group(0)
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return out
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        return value
+
+    def record(self, record: CaptureRecord) -> CaptureRecord:
+        """Redact a record in place (prompt, answer, every data value) and return it."""
+        if not self._rules:
+            return record
+        record.prompt = self.value(record.prompt)
+        if record.response is not None:
+            record.response = self.text(record.response)
+        record.data = self.value(record.data)
+        return record
