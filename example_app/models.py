@@ -37,7 +37,7 @@ class DeterministicChatModel(BaseChatModel):
         if isinstance(last, ToolMessage):
             return AIMessage(f"Here is what I found: {last.content}")
         text = str(last.content)
-        weather = re.search(r"weather in ([A-Za-z ]+)", text, re.IGNORECASE)
+        weather = re.search(r"weather in ([^?!]+)", text, re.IGNORECASE)
         if weather:
             city = weather.group(1).strip().rstrip("?. ")
             call = {

@@ -170,10 +170,11 @@ class Pipeline:
 
     # -- lifecycle ------------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything captured so far is delivered. True if it was in time."""
+        """Wait until everything captured so far is delivered (starting the worker if it is
+        stopped). True if it was in time."""
         deadline = time.monotonic() + timeout
-        if self._pid == os.getpid():
-            self._wake_writer.set()
+        self._ensure_started()
+        self._wake_writer.set()
         while time.monotonic() < deadline:
             if not self._buffer and self._committed_through >= self._submitted and self.outbox.stats().pending == 0:
                 return True
