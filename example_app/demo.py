@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -41,8 +42,12 @@ def send_samples(app: httpx.Client) -> int:
     """A few jokes and two multi-turn chats of two users; returns the number of requests."""
     requests = 0
     for topic in ("cats", "databases"):
-        app.post("/joke/invoke", json={"input": {"topic": topic}}, headers={"X-User-ID": "alice"}).raise_for_status()
+        resp = app.post("/joke/invoke", json={"input": {"topic": topic}}, headers={"X-User-ID": "alice"})
+        resp.raise_for_status()
         requests += 1
+    # the end user liked the last joke: their thumbs-up lands on its task
+    token = resp.headers["x-label-studio-feedback-token"]
+    app.post("/label-studio/feedback", json={"token": token, "score": 1, "comment": "Ha!"}).raise_for_status()
     chats = {
         ("alice", "demo-session-alice"): ["Hi, I need help with my order.", "What is the weather in Paris?", "Thanks!"],
         ("bob", "demo-session-bob"): ["Tell me a joke about penguins", "Another one, please"],
@@ -66,7 +71,12 @@ def main() -> int:
     server = local.up(args.label_studio_port)
     print(f"Label Studio is up at {server.url} (log in as {server.username} / {server.password})")
 
-    env = {**os.environ, **server.env(), "LABEL_STUDIO_STATE_DIR": str(ROOT / ".state" / "demo")}
+    env = {
+        **os.environ,
+        **server.env(),
+        "LABEL_STUDIO_STATE_DIR": str(ROOT / ".state" / "demo"),
+        "LABEL_STUDIO_FEEDBACK_SECRET": os.environ.get("LABEL_STUDIO_FEEDBACK_SECRET") or secrets.token_hex(16),
+    }
     model = (
         "OpenAI" if os.environ.get("OPENAI_API_KEY") else "a deterministic fake model (set OPENAI_API_KEY for OpenAI)"
     )

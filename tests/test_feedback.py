@@ -1,0 +1,132 @@
+"""End-user feedback through the example app's endpoint, onto the right Label Studio task."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+
+import pytest
+from conftest import FEEDBACK_SECRET, serve, tasks_where, wait_delivered
+from faults import FaultProxy
+from test_middleware import chat
+
+from langchain_label_studio.feedback import FeedbackTokens
+
+TOKEN_HEADER = "x-label-studio-feedback-token"
+
+
+def joke(app, user: str, topic: str):
+    resp = app.post("/joke/invoke", json={"input": {"topic": topic}}, headers={"X-User-ID": user})
+    assert resp.status_code == 200
+    return resp
+
+
+def feedback(app, token, score=1, comment=None):
+    return app.post("/label-studio/feedback", json={"token": token, "score": score, "comment": comment})
+
+
+def test_feedback_lands_on_the_right_prompt_task(admin, example_app):
+    user = f"fb-{uuid.uuid4().hex[:6]}"
+    first = joke(example_app, user, "owls")
+    joke(example_app, user, "bees")
+    resp = feedback(example_app, first.headers[TOKEN_HEADER], score=0, comment="not funny")
+    assert resp.status_code == 202, resp.text
+    wait_delivered(example_app)
+
+    tasks = {t["data"]["prompt"]: t for t in tasks_where(admin, "Jokes", user_id=user)}
+    owls, bees = tasks["Tell me a joke about owls"], tasks["Tell me a joke about bees"]
+    [entry] = owls["data"]["feedback"]
+    assert (entry["score"], entry["comment"]) == (0.0, "not funny")
+    assert owls["data"]["feedback_score"] == 0.0 and owls["data"]["feedback_count"] == 1
+    assert "feedback" not in bees["data"]
+
+
+def test_feedback_on_a_chat_session_keeps_every_entry(admin, example_app):
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    t1 = chat(example_app, "hana", session, "hello").headers[TOKEN_HEADER]
+    t2 = chat(example_app, "hana", session, "and again").headers[TOKEN_HEADER]
+    assert feedback(example_app, t1, score=True).status_code == 202
+    wait_delivered(example_app)
+    assert feedback(example_app, t2, score=0.5, comment="meh").status_code == 202
+    chat(example_app, "hana", session, "third turn")  # a later turn keeps the feedback
+    wait_delivered(example_app)
+
+    [task] = tasks_where(admin, "Support chats", session_id=session)
+    assert [(e["score"], e["comment"]) for e in task["data"]["feedback"]] == [(1.0, None), (0.5, "meh")]
+    assert task["data"]["feedback_count"] == 2
+    assert [m["content"] for m in task["data"]["prompt"] if m["role"] == "user"] == ["hello", "and again", "third turn"]
+
+
+def test_feedback_while_label_studio_is_down(label_studio, admin, tmp_path):
+    proxy = FaultProxy(label_studio.port).start()
+    user = f"down-{uuid.uuid4().hex[:6]}"
+    with serve("example_app.app:app", label_studio, tmp_path / "state", LABEL_STUDIO_URL=proxy.url) as app:
+        token = joke(app, user, "volcanoes").headers[TOKEN_HEADER]
+        wait_delivered(app)
+        proxy.stop()
+        assert feedback(app, token, score=1, comment="great").status_code == 202
+        assert app.get("/label-studio/health").json()["pending"] == 1
+        proxy.start()
+        wait_delivered(app, timeout=120)
+    proxy.close()
+    [task] = tasks_where(admin, "Jokes", user_id=user)
+    assert [(e["score"], e["comment"]) for e in task["data"]["feedback"]] == [(1.0, "great")]
+
+
+def _tamper(token: str, **changes) -> str:
+    _, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims.update(changes)
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"v1.{forged}.{signature}"
+
+
+@pytest.mark.parametrize(
+    "case,status",
+    [
+        ("forged", 403),
+        ("tampered", 403),
+        ("other_capture", 403),
+        ("expired", 401),
+        ("malformed", 400),
+        ("not_json", 400),
+        ("bad_score", 422),
+        ("long_comment", 422),
+    ],
+)
+def test_bad_feedback_is_refused_and_changes_nothing(admin, example_app, case, status):
+    user = f"bad-{uuid.uuid4().hex[:6]}"
+    mine = joke(example_app, user, "cats").headers[TOKEN_HEADER]
+    other = joke(example_app, user, "dogs")
+    wait_delivered(example_app)
+    before = {t["id"]: t["data"] for t in tasks_where(admin, "Jokes", user_id=user)}
+
+    expired = FeedbackTokens(FEEDBACK_SECRET.encode(), ttl_s=-10)
+    claims_project = {"title": "Jokes", "id": None, "mode": "prompt", "label_config": None}
+    bodies = {
+        "forged": {"token": FeedbackTokens(b"wrong secret").issue(claims_project, "x", None), "score": 1},
+        "tampered": {"token": _tamper(mine, s="someone-else"), "score": 1},
+        "other_capture": {"token": _tamper(mine, r=other.headers["x-request-id"]), "score": 1},
+        "expired": {"token": expired.issue(claims_project, other.headers["x-request-id"], None), "score": 1},
+        "malformed": {"token": "abc", "score": 1},
+        "bad_score": {"token": mine, "score": 7},
+        "long_comment": {"token": mine, "score": 1, "comment": "x" * 2001},
+    }
+    if case == "not_json":
+        resp = example_app.post(
+            "/label-studio/feedback", content=b"{nope", headers={"content-type": "application/json"}
+        )
+    else:
+        resp = example_app.post("/label-studio/feedback", json=bodies[case])
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]
+    wait_delivered(example_app)
+    after = {t["id"]: t["data"] for t in tasks_where(admin, "Jokes", user_id=user)}
+    assert after == before
+
+
+def test_feedback_is_rate_limited_per_token(example_app):
+    token = joke(example_app, "rate", "limits").headers[TOKEN_HEADER]
+    codes = [feedback(example_app, token, score=1).status_code for _ in range(7)]
+    assert codes[:5] == [202] * 5 and codes[5:] == [429, 429]
