@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--label-studio-port", type=int, default=local.DEFAULT_PORT)
+    parser.add_argument("--only", help="run only scenarios whose name contains this text")
     args = parser.parse_args()
 
     server = local.up(args.label_studio_port)
@@ -119,6 +120,8 @@ def main() -> None:
         f"{'bare p99':>9} {'p99 ratio':>9} {'RSS +MB':>8}"
     )
     for name, delay, ls_mode in scenarios:
+        if args.only and args.only not in name:
+            continue
         if ls_mode == "down":
             proxy.stop()
         else:

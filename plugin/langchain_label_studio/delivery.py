@@ -261,7 +261,10 @@ class Delivery:
         if not groups:
             return
         latest = [max(g, key=lambda c: c.seq) for g in groups]
-        tasks = [build_task(c.record, project.layout) for c in latest]
+        tasks = []
+        for c in latest:
+            tasks.append(build_task(c.record, project.layout))
+            time.sleep(0)  # let the app's threads have the GIL between records
         self.outbox.mark_sent([c.seq for g in groups for c in g])
         try:
             ids = self.client.import_tasks(project.id, tasks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -24,6 +25,8 @@ class Metrics:
     skipped: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     last_error_at: float | None = None
+    #: Called (at most once a minute per message) with each new error, e.g. to persist it.
+    on_error: Callable[[str, float], None] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _logged: dict[str, float] = field(default_factory=dict, repr=False)
 
@@ -45,6 +48,11 @@ class Metrics:
                 return
             self._logged[message] = now
         logger.error("%s", message)
+        if self.on_error is not None:
+            try:
+                self.on_error(message, now)
+            except Exception:  # reporting an error must never raise
+                pass
 
     def warn(self, message: str, every_s: float = 60.0) -> None:
         """Log a warning at most once per ``every_s`` for the same message."""
@@ -57,6 +65,6 @@ class Metrics:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+            data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_") and f.repr}
             data["skipped"] = dict(self.skipped)
         return data

@@ -40,6 +40,8 @@ class Pipeline:
         state = Path(settings.state_dir).expanduser()
         digest = hashlib.sha256(settings.url.encode()).hexdigest()[:10]
         self.outbox = SQLiteOutbox(state / f"outbox-{digest}.db", max_bytes=settings.max_outbox_bytes)
+        self.outbox.set_meta(label_studio_url=settings.url)
+        self.metrics.on_error = lambda message, at: self.outbox.set_meta(last_error=message, last_error_at=str(at))
         self.client = LabelStudioClient(settings.url, settings.api_key, timeout=settings.timeout_s)
         self.delivery = Delivery(
             self.client, self.outbox, self.metrics, batch_size=settings.batch_size, lock_dir=self.outbox.path.parent

@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     prediction_id INTEGER,
     PRIMARY KEY (project_key, session)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY,
     capture_id TEXT NOT NULL,
@@ -196,9 +200,11 @@ class SQLiteOutbox:
                 f"UPDATE records SET lease_owner = ?, lease_until = ? WHERE seq IN ({_placeholders(len(seqs))})",
                 (self._local.owner, now + lease_s, *seqs),
             )
-        return [
-            Claimed(seq, CaptureRecord.from_json(p), attempts, bool(sent), len(p)) for seq, p, attempts, sent in rows
-        ]
+        claimed = []
+        for seq, payload, attempts, sent in rows:
+            claimed.append(Claimed(seq, CaptureRecord.from_json(payload), attempts, bool(sent), len(payload)))
+            time.sleep(0)  # let the app's threads have the GIL between records
+        return claimed
 
     def _update(self, sql: str, seqs: list[int], *args: object) -> None:
         if not seqs:
@@ -251,6 +257,14 @@ class SQLiteOutbox:
                 "INSERT OR REPLACE INTO sessions (project_key, session, task_id, prediction_id) VALUES (?, ?, ?, ?)",
                 (project_key, session, task_id, prediction_id),
             )
+
+    # -- facts about the outbox (its server, its last error) -------------------------------------
+    def set_meta(self, **values: str) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._db().execute("SELECT key, value FROM meta").fetchall())
 
     # -- dead letters ------------------------------------------------------------------------
     def dead_letters(self) -> list[tuple[int, CaptureRecord, str, float]]:
