@@ -46,6 +46,8 @@ class FaultProxy:
 
     def stop(self) -> None:
         async def _stop() -> None:
+            for writer in list(self._open):  # kept-alive connections go too
+                writer.close()
             if self._server is not None:
                 self._server.close()
                 await self._server.wait_closed()
