@@ -46,6 +46,17 @@ class Unavailable(LabelStudioError):
         self.maybe_applied = maybe_applied
 
 
+def _detail(resp: httpx.Response) -> str:
+    """The useful part of a Label Studio error answer (its validation errors or detail)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:300].replace("\n", " ")
+    if isinstance(body, dict):
+        body = body.get("validation_errors") or body.get("detail") or body
+    return json.dumps(body, ensure_ascii=False)[:300]
+
+
 def is_personal_access_token(token: str) -> bool:
     """True for a Personal Access Token (a JWT), False for a legacy token."""
     return token.count(".") == 2 and token.startswith("eyJ")
@@ -118,7 +129,7 @@ class LabelStudioClient:
         code = resp.status_code
         if code < 400:
             return resp
-        detail = resp.text[:300].replace("\n", " ")
+        detail = _detail(resp)
         if code in (401, 403):
             raise AuthError(
                 f"Label Studio refused the API key while {doing} ({code}): check LABEL_STUDIO_API_KEY", code
@@ -260,3 +271,41 @@ class LabelStudioClient:
         if resp.status_code == 404:
             return []
         return self._check(resp, f"listing tasks of project {project_id}").json().get("tasks", [])
+
+    def tasks_after(
+        self,
+        project_id: int,
+        after_id: int = 0,
+        page_size: int = 100,
+        where: dict[str, Any] | None = None,
+        annotated: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Up to ``page_size`` tasks with an id above ``after_id``, in id order, with annotations and predictions.
+
+        Paging by the last id seen, tasks added or annotated meanwhile cannot shift the pages.
+        ``where`` keeps tasks whose ``data.<key>`` equals each given value; ``annotated`` keeps
+        tasks with at least one submitted (not skipped) annotation. Both are filtered by Label Studio.
+        """
+        items: list[dict[str, Any]] = [
+            {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": after_id}
+        ]
+        items += [
+            {"filter": f"filter:tasks:data.{k}", "operator": "equal", "type": "String", "value": v}
+            for k, v in (where or {}).items()
+        ]
+        if annotated:
+            items.append(
+                {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}
+            )
+        query = {"filters": {"conjunction": "and", "items": items}, "ordering": ["tasks:id"]}
+        params = {"project": project_id, "page": 1, "page_size": page_size, "fields": "all", "query": json.dumps(query)}
+        try:
+            resp = self._call("GET", "/api/tasks/", f"listing tasks of project {project_id}", params=params)
+        except Rejected as exc:
+            if exc.status == 404:
+                return []
+            raise
+        return resp.json().get("tasks", [])
+
+    def delete_project(self, project_id: int) -> None:
+        self._call("DELETE", f"/api/projects/{project_id}", f"deleting project {project_id}")

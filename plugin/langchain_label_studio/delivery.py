@@ -116,7 +116,7 @@ class Delivery:
         if spec.get("id") is not None:
             project = self.client.get_project(int(spec["id"]))
         else:
-            with self._project_lock():
+            with self._lock("projects"):  # processes sharing the outbox create a project once
                 project = self.client.find_project(spec["title"])
                 if project is None:
                     config = spec.get("label_config") or DEFAULT_CONFIGS[spec["mode"]]
@@ -137,12 +137,12 @@ class Delivery:
         return resolved
 
     @contextmanager
-    def _project_lock(self) -> Iterator[None]:
-        """A file lock so that processes sharing an outbox create a project once."""
+    def _lock(self, name: str) -> Iterator[None]:
+        """A file lock shared by the processes of one outbox (a no-op without a lock directory)."""
         if self.lock_dir is None:
             yield
             return
-        with open(self.lock_dir / "projects.lock", "a") as fh:
+        with open(self.lock_dir / f"{name}.lock", "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -267,7 +267,10 @@ class Delivery:
             time.sleep(0)  # let the app's threads have the GIL between records
         self.outbox.mark_sent([c.seq for g in groups for c in g])
         try:
-            ids = self.client.import_tasks(project.id, tasks)
+            # One import at a time per machine: Label Studio on SQLite can drop the predictions
+            # of imports that run at the same time.
+            with self._lock("import"):
+                ids = self.client.import_tasks(project.id, tasks)
         except Rejected as exc:
             if len(groups) == 1:
                 for c in groups[0]:
