@@ -1,6 +1,6 @@
 """Delivery rate: a backlog of prompt captures drained by the plugin vs a plain bulk import.
 
-    .venv/bin/python bench/delivery.py [--records 10000] [--label-studio-port 8080]
+    .venv/bin/python -m bench.delivery [--records 10000] [--label-studio-port 8080]
 
 Both write the same tasks (prompt, pre-filled answer, metadata) into fresh projects of the
 same Label Studio, in one run: first the plain import (client.import_tasks in batches of

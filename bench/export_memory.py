@@ -1,6 +1,6 @@
 """Peak memory of ``export`` against project size: it should not grow with the number of tasks.
 
-    .venv/bin/python bench/export_memory.py [--sizes 1000 10000] [--format sft] [--keep]
+    .venv/bin/python -m bench.export_memory [--sizes 1000 10000] [--format sft] [--keep]
 
 For each size N, a project gets N annotated chat tasks (bulk-imported in batches of 1000,
 each with its prediction and an annotation), then the export runs in a fresh subprocess

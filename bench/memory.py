@@ -1,6 +1,6 @@
 """Memory: RSS the plugin adds to an app process, and whether it stays flat during an outage.
 
-    .venv/bin/python bench/memory.py [--minutes 10] [--concurrency 4]
+    .venv/bin/python -m bench.memory [--minutes 10] [--concurrency 4]
 
 Runs the bench app bare and with the plugin (Label Studio unreachable the whole time, so
 every capture piles up in the outbox) under the same load, sampling RSS every 10 s.
@@ -9,52 +9,17 @@ every capture piles up in the outbox) under the same load, sampling RSS every 10
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from faults import free_port  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from bench.common import ROOT, bench_app, free_port, rss_mb
 
 
 def run(env: dict[str, str], minutes: float, concurrency: int) -> list[float]:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.app:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **env},
-    )
-    url = f"http://127.0.0.1:{port}/ask/invoke"
-    try:
-        while True:
-            try:
-                httpx.post(url, json={"input": {"topic": "warm"}}, timeout=5)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with bench_app(env) as (server, url):
         load = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "load.py"), url, str(concurrency), str(minutes * 60)],
             stdout=subprocess.DEVNULL,
@@ -64,9 +29,6 @@ def run(env: dict[str, str], minutes: float, concurrency: int) -> list[float]:
             samples.append(rss_mb(server.pid))
             time.sleep(10)
         return samples
-    finally:
-        server.terminate()
-        server.wait(60)
 
 
 def main() -> None:

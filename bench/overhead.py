@@ -1,6 +1,6 @@
 """Request overhead of the plugin, side by side with the bare app, in one run.
 
-    .venv/bin/python bench/overhead.py [--seconds 10] [--concurrency 8] [--rounds 2]
+    .venv/bin/python -m bench.overhead [--seconds 10] [--concurrency 8] [--rounds 2]
 
 Scenarios: an instant fake model (the worst case) and a 200 ms one, with Label Studio up;
 then the instant model with Label Studio down and with Label Studio answering 2 s slow.
@@ -21,24 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from faults import FaultProxy, free_port  # noqa: E402
-
-from langchain_label_studio import local  # noqa: E402
+from bench.common import ROOT, FaultProxy, bench_app, rss_mb
+from langchain_label_studio import local
 
 
 def pinned(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else []
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def cpu_s(pid: int) -> float:
@@ -47,33 +35,7 @@ def cpu_s(pid: int) -> float:
 
 
 def measure(env: dict[str, str], args: argparse.Namespace) -> dict:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            *pinned(0),
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.app:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **env},
-    )
-    url = f"http://127.0.0.1:{port}/ask/invoke"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.post(url, json={"input": {"topic": "warm"}}, timeout=5)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and server.poll() is None, "bench app did not start"
-                time.sleep(0.2)
+    with bench_app(env, pinned(0)) as (server, url):
         load = [*pinned(1), sys.executable, str(ROOT / "bench" / "load.py")]
         subprocess.run([*load, url, str(args.concurrency), "2"], check=True, capture_output=True)  # warm-up
         cpu_before = cpu_s(server.pid)
@@ -82,9 +44,6 @@ def measure(env: dict[str, str], args: argparse.Namespace) -> dict:
         result["cpu_ms_per_request"] = (cpu_s(server.pid) - cpu_before) * 1000 / max(1, result["requests"])
         result["rss_mb"] = rss_mb(server.pid)
         return result
-    finally:
-        server.terminate()
-        server.wait(60)
 
 
 def main() -> None:

@@ -105,6 +105,19 @@ def tasks_where(admin: LabelStudioClient, title: str, **data: object) -> list[di
     return sorted(tasks, key=lambda t: t["id"])
 
 
+def wait_healthy(base_url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Wait until an app answers ``/label-studio/health`` (failing if its process exits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base_url.rstrip('/')}/label-studio/health").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "the app did not start"
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def serve(target: str, label_studio: local.LocalServer, state_dir: Path, **env: str):
     """Serve an ASGI app (``module:attr``) with uvicorn on a free port; yields an httpx client."""
@@ -123,15 +136,7 @@ def serve(target: str, label_studio: local.LocalServer, state_dir: Path, **env: 
         env=full_env,
     )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if client.get("/label-studio/health").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, f"{target} did not start"
-        time.sleep(0.2)
+    wait_healthy(str(client.base_url), proc)
     try:
         yield client
     finally:

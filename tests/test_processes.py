@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, serve, tasks_where, wait_delivered
+from conftest import ROOT, serve, tasks_where, wait_delivered, wait_healthy
 from faults import free_port
 
 
@@ -57,14 +57,7 @@ def test_sigkill_under_load_loses_nothing_committed(label_studio, admin, tmp_pat
     cmd = [sys.executable, "-m", "uvicorn", "example_app.app:app", "--port", str(port), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/label-studio/health").status_code == 200:
-                break
-        except httpx.HTTPError:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    wait_healthy(base, proc)
 
     stop, done = threading.Event(), []
     clients = jokes_load(base, user, stop, done)
@@ -128,15 +121,7 @@ def test_several_workers_deliver_each_capture_once(label_studio, admin, tmp_path
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/label-studio/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_healthy(base, proc)
         stop, done = threading.Event(), []
         clients = jokes_load(base, user, stop, done, threads=6)
         time.sleep(3)
