@@ -160,3 +160,15 @@ def test_health_endpoint_counts(example_app):
     health = example_app.get("/label-studio/health").json()
     assert {"pending", "delivered", "dead_letters", "last_error", "oldest_pending_s"} <= set(health)
     json.dumps(health)
+
+
+def test_prometheus_metrics(example_app):
+    chat(example_app, "ivy", f"s-{uuid.uuid4().hex[:8]}", "count me")
+    wait_delivered(example_app)
+    resp = example_app.get("/label-studio/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    delivered = [
+        line for line in resp.text.splitlines() if line.startswith("langchain_label_studio_delivered_total{")
+    ]
+    assert delivered and float(delivered[0].rsplit(" ", 1)[1]) >= 1
+    assert "langchain_label_studio_pending{" in resp.text

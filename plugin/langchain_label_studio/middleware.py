@@ -70,7 +70,8 @@ class LabelStudioMiddleware:
         request_id_header: header carrying the request id, returned on the response.
         identify: ``identify(scope)`` -> ``{"user_id", "session_id"}``, overriding the rest.
         prefix: where the plugin's own endpoints live (``{prefix}/health``).
-        health: serve ``GET {prefix}/health`` with the pipeline's counters.
+        health: serve ``GET {prefix}/health`` with the pipeline's counters (JSON) and, with
+            ``prometheus_client`` installed, ``GET {prefix}/metrics`` in Prometheus format.
         drain_timeout_s: how long shutdown waits for delivery; the rest stays queued.
         max_chars: longest string kept in a capture (longer ones are truncated).
     """
@@ -152,6 +153,9 @@ class LabelStudioMiddleware:
         path = _path(scope)
         if self.health and path == f"{self.prefix}/health" and scope["method"] == "GET":
             await _send_json(send, 200, self.pipeline.health())
+            return
+        if self.health and path == f"{self.prefix}/metrics" and scope["method"] == "GET":
+            await _send_metrics(send)
             return
         if path == f"{self.prefix}/feedback" and scope["method"] == "POST":
             await self._feedback_endpoint(receive, send)
@@ -264,6 +268,21 @@ _SECRET_WORDS = ("auth", "cookie", "token", "secret", "key", "password", "sessio
 
 def _is_secret_header(name: str) -> bool:
     return name in _SECRET_HEADERS or any(word in name for word in _SECRET_WORDS)
+
+
+async def _send_metrics(send: Send) -> None:
+    try:
+        from .prometheus import metrics_text
+    except ImportError:
+        await _send_json(send, 404, {"error": "install prometheus_client for /metrics"})
+        return
+    body = metrics_text()
+    headers = [
+        (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:

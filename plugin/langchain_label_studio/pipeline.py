@@ -222,6 +222,10 @@ class Pipeline:
 
 
 _live: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+try:  # Prometheus series for every pipeline, where prometheus_client is installed
+    from . import prometheus  # noqa: F401
+except ImportError:
+    pass
 _registry: dict[tuple[str, str], Pipeline] = {}
 _registry_lock = threading.Lock()
 
