@@ -167,8 +167,6 @@ def test_prometheus_metrics(example_app):
     wait_delivered(example_app)
     resp = example_app.get("/label-studio/metrics")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
-    delivered = [
-        line for line in resp.text.splitlines() if line.startswith("langchain_label_studio_delivered_total{")
-    ]
+    delivered = [line for line in resp.text.splitlines() if line.startswith("langchain_label_studio_delivered_total{")]
     assert delivered and float(delivered[0].rsplit(" ", 1)[1]) >= 1
     assert "langchain_label_studio_pending{" in resp.text

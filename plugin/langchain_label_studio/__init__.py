@@ -1,6 +1,7 @@
 """Capture LangChain, LangServe and LangGraph traffic into Label Studio for human review."""
 
 from .capture import CaptureContext, CaptureHandler
+from .graph import capture
 from .handler import LabelStudioCallbackHandler, LabelStudioMode, get_default_label_configs
 from .middleware import LabelStudioMiddleware
 from .pipeline import Pipeline, get_pipeline
@@ -18,6 +19,7 @@ __all__ = [
     "Pipeline",
     "Project",
     "Settings",
+    "capture",
     "get_default_label_configs",
     "get_pipeline",
 ]

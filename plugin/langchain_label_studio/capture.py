@@ -39,6 +39,8 @@ logger = logging.getLogger("langchain_label_studio")
 
 #: Run metadata (``config={"metadata": {OPT_OUT_KEY: False}}``) that keeps a run out.
 OPT_OUT_KEY = "label_studio_capture"
+#: Run metadata of LangGraph Server runs kept as their own task columns.
+_RUN_KEYS = ("run_id", "assistant_id", "graph_id")
 #: Metadata keys LangChain/LangGraph add to every run: not worth a column.
 _INTERNAL_METADATA = ("langgraph_", "checkpoint_", "ls_", "__", "langserve_")
 
@@ -219,6 +221,10 @@ class CaptureHandler(BaseCallbackHandler):
         if finished is not None:
             self._submit(finished, None, error)
 
+    def _defer_to_request(self) -> bool:
+        """Whether a request's own handler records this run (so a graph's handler stays quiet)."""
+        return False
+
     def finish(self) -> None:
         """Record the runs still open when the request ends (client gone, stream cancelled)."""
         for run_id in list(self._roots):
@@ -229,6 +235,8 @@ class CaptureHandler(BaseCallbackHandler):
 
     # -- records ----------------------------------------------------------------------------
     def _submit(self, root: _Root, outputs: Any, error: BaseException | None) -> None:
+        if self._defer_to_request():
+            return
         try:
             record = self._record(root, outputs, error)
         except Exception:  # never let a capture problem reach the user's run
@@ -249,7 +257,12 @@ class CaptureHandler(BaseCallbackHandler):
             or _str(meta.get("session_id"))
             or _str(meta.get("thread_id"))
         )
-        user = _str(late.get("user_id")) or ctx.user_id or _str(meta.get("user_id"))
+        user = (
+            _str(late.get("user_id"))
+            or ctx.user_id
+            or _str(meta.get("user_id"))
+            or _str(root.metadata.get("langgraph_auth_user_id"))
+        )
         if str(meta.get(OPT_OUT_KEY, "")).lower() in ("false", "off", "0", "no"):
             self.pipeline.metrics.skip("opted_out")
             return None
@@ -263,6 +276,9 @@ class CaptureHandler(BaseCallbackHandler):
             "request_id": ctx.request_id,
             **ctx.extra,
         }
+        for key in _RUN_KEYS:  # LangGraph Server runs: which run, assistant and graph
+            if meta.get(key) is not None:
+                data[key] = str(meta[key])
         if root.tags:
             data["tags"] = root.tags
         if meta:
