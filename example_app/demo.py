@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -48,9 +49,10 @@ def send_samples(app: httpx.Client) -> int:
     # the end user liked the last joke: their thumbs-up lands on its task
     token = resp.headers["x-label-studio-feedback-token"]
     app.post("/label-studio/feedback", json={"token": token, "score": 1, "comment": "Ha!"}).raise_for_status()
+    run = uuid.uuid4().hex[:6]
     chats = {
-        ("alice", "demo-session-alice"): ["Hi, I need help with my order.", "What is the weather in Paris?", "Thanks!"],
-        ("bob", "demo-session-bob"): ["Tell me a joke about penguins", "Another one, please"],
+        ("alice", f"demo-alice-{run}"): ["Hi, I need help with my order.", "What is the weather in Paris?", "Thanks!"],
+        ("bob", f"demo-bob-{run}"): ["Tell me a joke about penguins", "Another one, please"],
     }
     for (user, session), turns in chats.items():
         for text in turns:
