@@ -1,0 +1,87 @@
+"""A captured graph served by a real LangGraph Server (``langgraph dev``), driven by the official client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, prefilled, tasks_where
+from faults import free_port
+from langgraph_sdk import get_sync_client
+
+
+@pytest.fixture
+def langgraph_server(label_studio, tmp_path: Path):
+    port = free_port()
+    env = {**os.environ, **label_studio.env(), "LABEL_STUDIO_STATE_DIR": str(tmp_path / "state")}
+    langgraph = Path(sys.executable).parent / "langgraph"
+    proc = subprocess.Popen(
+        [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port), "--config", "langgraph.json"],
+        cwd=ROOT / "example_app",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "langgraph dev did not start"
+        time.sleep(0.3)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)  # lifespan shutdown drains the outbox
+    proc.wait(60)
+
+
+def test_one_task_per_thread_with_run_ids(admin, langgraph_server):
+    client = get_sync_client(url=langgraph_server)
+    threads = {}
+    for turns in (["hello server", "weather in Oslo?", "thanks"], ["one", "two", "three"]):
+        thread_id = client.threads.create()["thread_id"]
+        runs = []
+        for i, text in enumerate(turns):
+            body = {"messages": [{"role": "user", "content": text}]}
+            if i < 2:
+                client.runs.wait(thread_id, "chat", input=body)
+            else:
+                list(client.runs.stream(thread_id, "chat", input=body, stream_mode="values"))
+            runs.append(client.runs.list(thread_id)[0]["run_id"])
+        threads[thread_id] = (turns, runs)
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = {t: tasks_where(admin, "Support chats", session_id=t) for t in threads}
+        if all(len(v) == 1 and v[0]["data"].get("run_id") == threads[t][1][-1] for t, v in found.items()):
+            break
+        time.sleep(1)
+    for thread_id, (turns, runs) in threads.items():
+        [task] = tasks_where(admin, "Support chats", session_id=thread_id)
+        data = task["data"]
+        assert [m["content"] for m in data["prompt"] if m["role"] == "user"] == turns
+        assert data["run_id"] == runs[-1] and data["graph_id"] == "chat" and data["assistant_id"]
+        assert prefilled(task) == f"(turn 3) You said: {turns[-1]}"
+    oslo = next(
+        tasks_where(admin, "Support chats", session_id=t)[0]
+        for t, (turns, _) in threads.items()
+        if "weather in Oslo?" in turns
+    )
+    assert [m["role"] for m in oslo["data"]["prompt"]] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
