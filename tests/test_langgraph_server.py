@@ -17,13 +17,20 @@ from langgraph_sdk import get_sync_client
 
 
 @pytest.fixture
-def langgraph_server(label_studio, tmp_path: Path):
+def langgraph_server(label_studio, tmp_path: Path, request):
+    """``langgraph dev`` on a free port, serving the langgraph.json in ``request.param`` (a folder)."""
+    folder = getattr(request, "param", ROOT / "example_app")
     port = free_port()
-    env = {**os.environ, **label_studio.env(), "LABEL_STUDIO_STATE_DIR": str(tmp_path / "state")}
+    env = {
+        **os.environ,
+        **label_studio.env(),
+        "LABEL_STUDIO_STATE_DIR": str(tmp_path / "state"),
+        "INTERRUPT_PROJECT": f"approvals-{tmp_path.name[-20:]}",
+    }
     langgraph = Path(sys.executable).parent / "langgraph"
     proc = subprocess.Popen(
         [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port), "--config", "langgraph.json"],
-        cwd=ROOT / "example_app",
+        cwd=folder,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -39,13 +46,13 @@ def langgraph_server(label_studio, tmp_path: Path):
             pass
         assert proc.poll() is None and time.monotonic() < deadline, "langgraph dev did not start"
         time.sleep(0.3)
-    yield url
+    yield url, env
     os.killpg(proc.pid, signal.SIGTERM)  # lifespan shutdown drains the outbox
     proc.wait(60)
 
 
 def test_one_task_per_thread_with_run_ids(admin, langgraph_server):
-    client = get_sync_client(url=langgraph_server)
+    client = get_sync_client(url=langgraph_server[0])
     threads = {}
     for turns in (["hello server", "weather in Oslo?", "thanks"], ["one", "two", "three"]):
         thread_id = client.threads.create()["thread_id"]
@@ -85,3 +92,27 @@ def test_one_task_per_thread_with_run_ids(admin, langgraph_server):
         "assistant",
         "user",
     ]
+
+
+@pytest.mark.parametrize("langgraph_server", [ROOT / "tests" / "apps"], indirect=True)
+def test_interrupted_then_resumed_thread_is_one_task(admin, langgraph_server):
+    from langgraph_sdk.schema import Command
+
+    url, env = langgraph_server
+    project = env["INTERRUPT_PROJECT"]
+    client = get_sync_client(url=url)
+    thread_id = client.threads.create()["thread_id"]
+    client.runs.wait(thread_id, "approvals", input={"messages": [{"role": "user", "content": "refund order 7"}]})
+    assert client.threads.get(thread_id)["status"] == "interrupted"
+    client.runs.wait(thread_id, "approvals", command=Command(resume="yes"))
+    assert client.threads.get(thread_id)["status"] == "idle"
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tasks = tasks_where(admin, project, session_id=thread_id)
+        if tasks and tasks[0]["predictions"]:
+            break
+        time.sleep(1)
+    [task] = tasks_where(admin, project, session_id=thread_id)
+    assert [(m["role"], m["content"]) for m in task["data"]["prompt"]] == [("user", "refund order 7")]
+    assert prefilled(task) == "Approved answer (yes) to: refund order 7"
