@@ -7,7 +7,7 @@ import json
 import uuid
 
 import pytest
-from conftest import FEEDBACK_SECRET, serve, tasks_where, wait_delivered
+from conftest import FEEDBACK_SECRET, project_tasks, serve, tasks_where, wait_delivered
 from faults import FaultProxy
 from test_middleware import chat
 
@@ -130,3 +130,34 @@ def test_feedback_is_rate_limited_per_token(example_app):
     token = joke(example_app, "rate", "limits").headers[TOKEN_HEADER]
     codes = [feedback(example_app, token, score=1).status_code for _ in range(7)]
     assert codes[:5] == [202] * 5 and codes[5:] == [429, 429]
+
+
+def test_token_where_langserve_puts_its_feedback_tokens(admin, ls_env, project_name, monkeypatch):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from langchain_core.runnables import RunnableLambda
+    from langserve import add_routes
+
+    from langchain_label_studio import LabelStudioMiddleware
+    from langchain_label_studio.pipeline import get_pipeline
+    from langchain_label_studio.settings import Settings
+
+    app = FastAPI()
+    add_routes(app, RunnableLambda(lambda x: f"echo {x['text']}"), path="/echo")
+    app.add_middleware(
+        LabelStudioMiddleware, routes={"/echo": project_name}, feedback_secret=FEEDBACK_SECRET, feedback_in_body=True
+    )
+    with TestClient(app) as client:
+        resp = client.post("/echo/invoke", json={"input": {"text": "hi"}})
+        assert resp.status_code == 200 and resp.json()["output"] == "echo hi"
+        [entry] = resp.json()["metadata"]["feedback_tokens"]
+        assert entry["key"] == "label_studio" and entry["token"] == resp.headers[TOKEN_HEADER]
+        assert int(resp.headers["content-length"]) == len(resp.content)
+        batch = client.post("/echo/batch", json={"inputs": [{"text": "a"}]})
+        [per_input] = batch.json()["metadata"]["responses"]
+        assert per_input["feedback_tokens"][0]["token"] == batch.headers[TOKEN_HEADER]
+        assert client.post("/label-studio/feedback", json={"token": entry["token"], "score": 1}).status_code == 202
+    assert get_pipeline(Settings()).flush(60)
+    _, tasks = project_tasks(admin, project_name)
+    hi = next(t for t in tasks if t["data"]["prompt"] == "hi")
+    assert hi["data"]["feedback_count"] == 1

@@ -19,8 +19,10 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from datetime import datetime, timezone
 from typing import Any
 
 from .capture import CaptureContext, CaptureHandler, current_handler
@@ -74,6 +76,12 @@ class LabelStudioMiddleware:
             ``prometheus_client`` installed, ``GET {prefix}/metrics`` in Prometheus format.
         drain_timeout_s: how long shutdown waits for delivery; the rest stays queued.
         max_chars: longest string kept in a capture (longer ones are truncated).
+        sample_rate, record_headers, opt_out_header: whole-session sampling, headers kept in
+            ``data.headers`` (credentials never), the header that opts a request out.
+        redact, redact_patterns, before_capture: redaction before anything is stored.
+        feedback_secret, feedback_ttl_s, feedback_header: signed feedback tokens on responses
+            (``LABEL_STUDIO_FEEDBACK_SECRET``); ``feedback_in_body`` also adds the token to
+            LangServe's ``metadata.feedback_tokens`` of ``/invoke`` and ``/batch`` answers.
     """
 
     def __init__(
@@ -103,6 +111,7 @@ class LabelStudioMiddleware:
         feedback_secret: str | None = None,
         feedback_ttl_s: float = DEFAULT_TTL_S,
         feedback_header: str = "X-Label-Studio-Feedback-Token",
+        feedback_in_body: bool = False,
     ) -> None:
         self.app = app
         self.routes = sorted(
@@ -128,6 +137,7 @@ class LabelStudioMiddleware:
         secret = feedback_secret or os.environ.get("LABEL_STUDIO_FEEDBACK_SECRET")
         self.feedback = FeedbackTokens(secret.encode(), feedback_ttl_s) if secret else None
         self.feedback_header = feedback_header.lower().encode()
+        self.feedback_in_body = feedback_in_body
         self._feedback_limit = RateLimiter()
         if self.feedback is None:
             logger.warning(
@@ -174,11 +184,14 @@ class LabelStudioMiddleware:
         handler = CaptureHandler(self.pipeline, context, max_chars=self.max_chars)
         token = current_handler.set(handler)
         extra = [(self.request_id_header, (context.request_id or "").encode())]
+        wrapped = send
         if self.feedback is not None:
             feedback_token = self.feedback.issue(project.to_dict(), context.request_id or "", context.session_id)
             extra.append((self.feedback_header, feedback_token.encode()))
+            if self.feedback_in_body and path.rsplit("/", 1)[-1] in ("invoke", "batch"):
+                wrapped = _with_langserve_token(send, feedback_token, self.feedback.ttl_s)
         try:
-            await self.app(scope, receive, _with_headers(send, extra))
+            await self.app(scope, receive, _with_headers(wrapped, extra))
         finally:
             current_handler.reset(token)
             handler.finish()
@@ -295,6 +308,53 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
             headers += [(k, v) for k, v in extra if k not in present]
             message = {**message, "headers": headers}
         await send(message)
+
+    return wrapped
+
+
+def _with_langserve_token(send: Send, token: str, ttl_s: float) -> Send:
+    """Add the feedback token to LangServe's ``metadata.feedback_tokens`` of a JSON answer.
+
+    Only successful JSON responses that carry that list are changed (the body is buffered,
+    which ``/invoke`` and ``/batch`` answers are anyway); everything else passes untouched.
+    """
+    start: Message | None = None
+    chunks: list[bytes] = []
+
+    async def wrapped(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers") or [])
+            if message.get("status") == 200 and headers.get(b"content-type", b"").startswith(b"application/json"):
+                start = message
+                return
+            await send(message)
+            return
+        if message["type"] != "http.response.body" or start is None:
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = b"".join(chunks)
+        try:
+            payload = json.loads(body)
+            meta = payload["metadata"]  # /invoke: one list; /batch: one per input
+            lists = (
+                [meta["feedback_tokens"]]
+                if "feedback_tokens" in meta
+                else [r["feedback_tokens"] for r in meta["responses"]]
+            )
+            expires = datetime.fromtimestamp(time.time() + ttl_s, timezone.utc).isoformat()
+            for tokens in lists:
+                tokens.append({"key": "label_studio", "token_url": None, "token": token, "expires_at": expires})
+            body = json.dumps(payload).encode()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # not a LangServe answer with feedback tokens: sent as it was
+        headers = [(k, v) for k, v in start.get("headers") or [] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     return wrapped
 
