@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,26 @@ from conftest import ROOT, prefilled, tasks_where
 from faults import free_port
 from langgraph_sdk import get_sync_client
 
+REQUIREMENTS = ROOT / "tests" / "langgraph-server-requirements.txt"
+
+
+def langgraph_cli() -> Path:
+    """``langgraph`` from a cached virtualenv of its own (its pins clash with langserve's)."""
+    from langchain_label_studio.local import _file_lock, cache_dir
+
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:12]
+    venv = cache_dir() / f"langgraph-server-{digest}"
+    exe = venv / "bin" / "langgraph"
+    with _file_lock(cache_dir() / f"langgraph-server-{digest}.lock"):
+        if not (venv / ".installed").exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            subprocess.run(
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
+                check=True,
+            )
+            (venv / ".installed").touch()
+    return exe
+
 
 @pytest.fixture
 def langgraph_server(label_studio, tmp_path: Path, request):
@@ -26,8 +47,9 @@ def langgraph_server(label_studio, tmp_path: Path, request):
         **label_studio.env(),
         "LABEL_STUDIO_STATE_DIR": str(tmp_path / "state"),
         "INTERRUPT_PROJECT": f"approvals-{tmp_path.name[-20:]}",
+        "PYTHONPATH": f"{ROOT / 'plugin'}{os.pathsep}{ROOT}",  # this checkout's plugin, not an installed one
     }
-    langgraph = Path(sys.executable).parent / "langgraph"
+    langgraph = langgraph_cli()
     proc = subprocess.Popen(
         [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port), "--config", "langgraph.json"],
         cwd=folder,
