@@ -1,9 +1,9 @@
 """``capture(graph, project)``: every run of a LangGraph graph captured, wherever it runs.
 
 The graph keeps being a graph (``Pregel.with_config`` returns a compiled graph): streaming,
-interrupts, checkpointer, subgraphs and ``get_state`` are untouched. Each thread is one
-dialogue task (``session_id`` = ``thread_id``); runs of LangGraph Server add ``run_id``,
-``assistant_id``, ``graph_id`` and the authenticated user. Served by LangServe behind
+interrupts, the checkpointer and ``get_state`` are untouched. Each thread is one dialogue
+task (``session_id`` = ``thread_id``); runs of LangGraph Server add ``run_id``,
+``assistant_id`` and ``graph_id``. Served by LangServe behind
 ``LabelStudioMiddleware``, the middleware's capture is used and the graph's stays quiet, so a
 run is never recorded twice.
 """
