@@ -4,6 +4,8 @@
 
 Scenarios: an instant fake model (the worst case) and a 200 ms one, with Label Studio up;
 then the instant model with Label Studio down and with Label Studio answering 2 s slow.
+Load comes from ``wrk`` when it is installed (``apt-get install wrk``), else from
+``bench/load.py`` (a Python client, itself a bottleneck near 600 req/s on this machine).
 The app is pinned to core 0; the load generator and Label Studio to core 1, Label Studio
 at the lowest priority (it would run on another machine in production: here its import
 work must not starve the load generator). Bare and plugin runs alternate.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,13 +37,46 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+WRK_SCRIPT = ROOT / "bench" / "post.lua"
+
+
+def load_with_wrk(url: str, concurrency: int, seconds: float) -> dict:
+    """Load from ``wrk`` (C, so the load generator is not the bottleneck)."""
+    cmd = [*pinned(1), "wrk", "-t1", f"-c{concurrency}", f"-d{seconds:.0f}s", "--latency", "-s", str(WRK_SCRIPT), url]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+    def percentile(p: str) -> float:
+        value, suffix = re.search(rf"{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * unit[suffix]
+
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return {
+        "requests": requests,
+        "errors": int(errors.group(1)) if errors else 0,
+        "rps": rps,
+        "p50_ms": percentile("50"),
+        "p99_ms": percentile("99"),
+    }
+
+
+def load_with_python(url: str, concurrency: int, seconds: float) -> dict:
+    out = subprocess.run(
+        [*pinned(1), sys.executable, str(ROOT / "bench" / "load.py"), url, str(concurrency), str(seconds)],
+        check=True,
+        capture_output=True,
+    )
+    return json.loads(out.stdout)
+
+
 def measure(env: dict[str, str], args: argparse.Namespace) -> dict:
+    load = load_with_wrk if shutil.which("wrk") else load_with_python
     with bench_app(env, pinned(0)) as (server, url):
-        load = [*pinned(1), sys.executable, str(ROOT / "bench" / "load.py")]
-        subprocess.run([*load, url, str(args.concurrency), "2"], check=True, capture_output=True)  # warm-up
+        load(url, args.concurrency, 2)  # warm-up
         cpu_before = cpu_s(server.pid)
-        out = subprocess.run([*load, url, str(args.concurrency), str(args.seconds)], check=True, capture_output=True)
-        result = json.loads(out.stdout)
+        result = load(url, args.concurrency, args.seconds)
         result["cpu_ms_per_request"] = (cpu_s(server.pid) - cpu_before) * 1000 / max(1, result["requests"])
         result["rss_mb"] = rss_mb(server.pid)
         return result
@@ -70,8 +106,9 @@ def main() -> None:
         ("instant model, Label Studio down", 0, "down"),
         ("instant model, Label Studio 2 s slow", 0, "slow"),
     ]
+    loader = "wrk" if shutil.which("wrk") else "bench/load.py"
     print(
-        f"{os.cpu_count()} CPUs, {args.concurrency} concurrent clients, {args.seconds:.0f} s per run, "
+        f"{os.cpu_count()} CPUs, load from {loader}, {args.concurrency} connections, {args.seconds:.0f} s per run, "
         f"{args.rounds} rounds alternating bare/plugin\n"
     )
     print(
