@@ -232,7 +232,7 @@ class Delivery:
 
     def _update_session(self, project: ResolvedProject, turns: list[Claimed]) -> bool:
         """Write the newest turn into the session's task. False when a new task is needed."""
-        latest = max(turns, key=lambda c: c.seq)
+        latest = _newest(turns)
         record = latest.record
         mapping = self.outbox.session_task(record.project_key, record.session or "")
         if mapping is None:
@@ -256,49 +256,58 @@ class Delivery:
         return True
 
     def _import(self, project: ResolvedProject, groups: list[list[Claimed]]) -> None:
-        """Import one task per group (the group's newest record); split on rejection."""
-        groups = [g for g in groups if self._buildable(project, g)]
-        if not groups:
-            return
-        latest = [max(g, key=lambda c: c.seq) for g in groups]
-        tasks = []
-        for c in latest:
-            tasks.append(build_task(c.record, project.layout))
+        """Import one task per group (the group's newest record)."""
+        batch = []
+        for group in groups:
+            task = self._build(project, group)
+            if task is not None:
+                batch.append((group, task))
             time.sleep(0)  # let the app's threads have the GIL between records
-        self.outbox.mark_sent([c.seq for g in groups for c in g])
+        if batch:
+            self._send(project, batch)
+
+    def _send(self, project: ResolvedProject, batch: list[tuple[list[Claimed], dict[str, Any]]]) -> None:
+        """Import built tasks; a rejected batch is split until the bad record is alone."""
+        seqs = [c.seq for group, _ in batch for c in group]
+        self.outbox.mark_sent(seqs)
         try:
             # One import at a time per machine: Label Studio on SQLite can drop the predictions
             # of imports that run at the same time.
             with self._lock("import"):
-                ids = self.client.import_tasks(project.id, tasks)
+                ids = self.client.import_tasks(project.id, [task for _, task in batch])
         except Rejected as exc:
-            if len(groups) == 1:
-                for c in groups[0]:
+            if len(batch) == 1:
+                group = batch[0][0]
+                for c in group:
                     self.outbox.dead_letter(c.seq, str(exc))
-                self.metrics.add("dead_lettered", len(groups[0]))
-                self.metrics.error(f"dead-lettered capture {latest[0].record.capture_id}: {exc}")
+                self.metrics.add("dead_lettered", len(group))
+                self.metrics.error(f"dead-lettered capture {_newest(group).record.capture_id}: {exc}")
                 return
-            half = len(groups) // 2
-            self._import(project, groups[:half])
-            self._import(project, groups[half:])
+            half = len(batch) // 2
+            self._send(project, batch[:half])
+            self._send(project, batch[half:])
             return
-        for newest, task_id in zip(latest, ids, strict=False):
+        for (group, _), task_id in zip(batch, ids, strict=False):
+            newest = _newest(group)
             if newest.record.session is not None:
                 self.outbox.set_session_task(newest.record.project_key, newest.record.session, task_id, None)
-        self.outbox.done([c.seq for g in groups for c in g])
-        self.metrics.add("delivered", sum(len(g) for g in groups))
+        self.outbox.done(seqs)
+        self.metrics.add("delivered", len(seqs))
 
-    def _buildable(self, project: ResolvedProject, group: list[Claimed]) -> bool:
-        """Dead-letter a record that cannot even be made into a task (instead of blocking the queue)."""
+    def _build(self, project: ResolvedProject, group: list[Claimed]) -> dict[str, Any] | None:
+        """The group's task; a record that cannot be made into one is dead-lettered (not left blocking)."""
         try:
-            build_task(max(group, key=lambda c: c.seq).record, project.layout)
-            return True
+            return build_task(_newest(group).record, project.layout)
         except Exception as exc:
             for c in group:
                 self.outbox.dead_letter(c.seq, f"cannot build a task from this capture: {exc!r}")
             self.metrics.add("dead_lettered", len(group))
             self.metrics.error(f"dead-lettered a capture that cannot be made into a task: {exc!r}")
-            return False
+            return None
+
+
+def _newest(group: list[Claimed]) -> Claimed:
+    return max(group, key=lambda c: c.seq)
 
 
 def _by_size(groups: list[list[Claimed]], max_bytes: int) -> list[list[list[Claimed]]]:
@@ -306,7 +315,7 @@ def _by_size(groups: list[list[Claimed]], max_bytes: int) -> list[list[list[Clai
     chunks: list[list[list[Claimed]]] = []
     size = 0
     for group in groups:
-        weight = max(group, key=lambda c: c.seq).size + 256
+        weight = _newest(group).size + 256
         if not chunks or size + weight > max_bytes:
             chunks.append([])
             size = 0

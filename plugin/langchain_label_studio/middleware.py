@@ -180,7 +180,7 @@ class LabelStudioMiddleware:
             self.pipeline.metrics.skip("opted_out")
             await self.app(scope, receive, send)
             return
-        context = self._context(scope, route, project)
+        context = self._context(scope, headers, route, project)
         handler = CaptureHandler(self.pipeline, context, max_chars=self.max_chars)
         token = current_handler.set(handler)
         extra = [(self.request_id_header, (context.request_id or "").encode())]
@@ -211,8 +211,7 @@ class LabelStudioMiddleware:
         return None
 
     # -- identity ---------------------------------------------------------------------------
-    def _context(self, scope: Scope, route: str, project: Project) -> CaptureContext:
-        headers = dict(scope.get("headers") or [])
+    def _context(self, scope: Scope, headers: Mapping[bytes, bytes], route: str, project: Project) -> CaptureContext:
         incoming = headers.get(self.request_id_header, b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         recorded = {h.decode(): _header(headers, h) for h in self.record_headers if h in headers}
