@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from . import local, operations
 from .client import LabelStudioError
 from .export import FORMATS, POLICIES, export
-from .outbox import SQLiteOutbox
+from .outbox import Outbox
 from .pipeline import Pipeline
 from .project import Project
 from .settings import Settings
@@ -92,7 +92,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 
 # -- operations: status, dead letters, check -------------------------------------------------
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(url=getattr(args, "url", None), state_dir=args.state_dir)
+    return Settings(url=getattr(args, "url", None), state_dir=args.state_dir, outbox=getattr(args, "outbox", None))
 
 
 def _age(seconds: float | None) -> str:
@@ -113,7 +113,7 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(reports, indent=2))
         return 0
     if not reports:
-        print(f"no outbox in {_settings(args).state_dir}")
+        print(f"no outbox in {operations.outbox_home(_settings(args))}")
         return 0
     for r in reports:
         ls = r["label_studio"] or {}
@@ -131,12 +131,15 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _outbox(args: argparse.Namespace) -> SQLiteOutbox:
-    found = operations.outboxes(_settings(args).state_dir or "")
+def _outbox(args: argparse.Namespace) -> Outbox:
+    settings = _settings(args)
+    found = operations.outboxes(settings)
     if args.url:
-        found = [o for o in found if o.meta().get("label_studio_url") == args.url.rstrip("/")]
+        found = [
+            o for o in found if (o.meta().get("label_studio_url") or getattr(o, "server", None)) == args.url.rstrip("/")
+        ]
     if len(found) != 1:
-        where = _settings(args).state_dir
+        where = operations.outbox_home(settings)
         raise ValueError(
             f"{len(found)} outboxes in {where} match; name the server with --url" if found else f"no outbox in {where}"
         )
@@ -174,8 +177,9 @@ def _dead_letters(args: argparse.Namespace) -> int:
         moved = outbox.requeue_dead_letters(seqs)
         print(f"{moved} dead letter(s) back in the queue")
         if moved and not args.no_deliver:
-            url = outbox.meta().get("label_studio_url")
-            pipeline = Pipeline(Settings(url=url, state_dir=outbox.path.parent))
+            url = outbox.meta().get("label_studio_url") or getattr(outbox, "server", None)
+            settings = _settings(args)
+            pipeline = Pipeline(Settings(url=url, state_dir=settings.state_dir, outbox=settings.outbox))
             delivered = pipeline.flush(args.timeout)
             health = pipeline.health()
             pipeline.close(timeout=1)
@@ -209,6 +213,9 @@ def _add_operations(commands: argparse._SubParsersAction) -> None:
             "--state-dir", default=None, help="outbox directory (default $LABEL_STUDIO_STATE_DIR or ~/.local/state/...)"
         )
         p.add_argument("--url", default=None, help="only the outbox of this Label Studio URL")
+        p.add_argument(
+            "--outbox", default=None, help="a PostgreSQL outbox URL (default $LABEL_STUDIO_OUTBOX_URL) instead"
+        )
 
     help_text = "outbox depth per project, oldest pending, dead letters, last error, Label Studio reachability"
     p = commands.add_parser("status", help=help_text, description=help_text)

@@ -1,9 +1,11 @@
 """Delivery: lease a batch from the outbox and write it to Label Studio, once.
 
 - Prompt captures are bulk-imported (one request per batch).
-- A chat session is one task: its newest capture creates the task or replaces the
-  task's data and pre-filled answer; once an annotator has worked on the task, the
-  session's next capture starts a new task.
+- A chat session is one task: its newest capture (by capture time, so turns captured
+  by different processes or replicas keep their order) creates the task or replaces
+  the task's data and pre-filled answer; a capture older than the one the task shows is
+  superseded. Once an annotator has worked on the task, the session's next capture
+  starts a new task.
 - A batch whose outcome is unknown is looked up by ``capture_id`` before it is sent
   again, so retries never make a second task.
 - A batch refused with a 4xx is split until the bad record is alone; that record goes
@@ -12,13 +14,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .client import AuthError, LabelStudioClient, LabelStudioError, Rejected, Unavailable
@@ -56,7 +54,6 @@ class Delivery:
         *,
         batch_size: int = 500,
         lease_s: float = 120.0,
-        lock_dir: Path | None = None,
         max_request_bytes: int = 8 << 20,
     ) -> None:
         self.client = client
@@ -64,7 +61,6 @@ class Delivery:
         self.metrics = metrics
         self.batch_size = batch_size
         self.lease_s = lease_s
-        self.lock_dir = lock_dir
         self.max_request_bytes = max_request_bytes
         self.failures = 0
         #: After a failure the worker rests until then (``time.time()``), whatever is queued.
@@ -116,7 +112,7 @@ class Delivery:
         if spec.get("id") is not None:
             project = self.client.get_project(int(spec["id"]))
         else:
-            with self._lock("projects"):  # processes sharing the outbox create a project once
+            with self.outbox.lock("projects"):  # processes sharing the outbox create a project once
                 project = self.client.find_project(spec["title"])
                 if project is None:
                     config = spec.get("label_config") or DEFAULT_CONFIGS[spec["mode"]]
@@ -135,19 +131,6 @@ class Delivery:
         resolved = ResolvedProject(int(project["id"]), layout)
         self._projects[key] = resolved
         return resolved
-
-    @contextmanager
-    def _lock(self, name: str) -> Iterator[None]:
-        """A file lock shared by the processes of one outbox (a no-op without a lock directory)."""
-        if self.lock_dir is None:
-            yield
-            return
-        with open(self.lock_dir / f"{name}.lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- a batch of one project --------------------------------------------------------
     def _deliver(self, project: ResolvedProject, batch: list[Claimed]) -> None:
@@ -203,7 +186,7 @@ class Delivery:
         if session:
             mapping = self.outbox.session_task(record.project_key, session)
             if mapping is not None:
-                return [mapping[0]]
+                return [mapping.task_id]
             tasks = self.client.list_tasks(project.id, 1, 100, where={"session_id": session})
             return [max(t["id"] for t in tasks)] if tasks else []
         tasks = self.client.list_tasks(project.id, 1, 100, where={"request_id": target.get("request_id")})
@@ -221,8 +204,10 @@ class Delivery:
             if task_id is None:
                 continue
             if c.record.session is not None:
-                self.outbox.set_session_task(c.record.project_key, c.record.session, task_id, None)
-                settled.update(o.seq for o in batch if o.record.session == c.record.session and o.seq <= c.seq)
+                self.outbox.set_session_task(
+                    c.record.project_key, c.record.session, task_id, None, c.record.captured_at
+                )
+                settled.update(o.seq for o in batch if o.record.session == c.record.session and _order(o) <= _order(c))
             else:
                 settled.add(c.seq)
         if settled:
@@ -237,12 +222,18 @@ class Delivery:
         mapping = self.outbox.session_task(record.project_key, record.session or "")
         if mapping is None:
             return False
-        task = self.client.get_task(mapping[0])
+        if mapping.captured_at is not None and record.captured_at < mapping.captured_at:
+            # The task already shows a later turn (captured by another process): nothing to write.
+            self.outbox.done([c.seq for c in turns])
+            self.metrics.add("delivered", len(turns))
+            return True
+        task = self.client.get_task(mapping.task_id)
         if task is None or _is_annotated(task):
             return False
         data = build_task(record, project.layout)["data"]
         data.update({k: task["data"][k] for k in FEEDBACK_KEYS if k in (task.get("data") or {})})
         self.client.update_task(task["id"], data)
+        self.outbox.set_session_task(record.project_key, record.session or "", task["id"], None, record.captured_at)
         if record.response is not None:
             pred = prediction(record, project.layout)
             existing = task.get("predictions") or []
@@ -273,7 +264,7 @@ class Delivery:
         try:
             # One import at a time per machine: Label Studio on SQLite can drop the predictions
             # of imports that run at the same time.
-            with self._lock("import"):
+            with self.outbox.lock("import"):
                 ids = self.client.import_tasks(project.id, [task for _, task in batch])
         except Rejected as exc:
             if len(batch) == 1:
@@ -290,7 +281,9 @@ class Delivery:
         for (group, _), task_id in zip(batch, ids, strict=False):
             newest = _newest(group)
             if newest.record.session is not None:
-                self.outbox.set_session_task(newest.record.project_key, newest.record.session, task_id, None)
+                self.outbox.set_session_task(
+                    newest.record.project_key, newest.record.session, task_id, None, newest.record.captured_at
+                )
         self.outbox.done(seqs)
         self.metrics.add("delivered", len(seqs))
 
@@ -306,8 +299,13 @@ class Delivery:
             return None
 
 
+def _order(claimed: Claimed) -> tuple[float, int]:
+    return (claimed.record.captured_at, claimed.seq)
+
+
 def _newest(group: list[Claimed]) -> Claimed:
-    return max(group, key=lambda c: c.seq)
+    """The latest capture of a group (by capture time, then by arrival in the outbox)."""
+    return max(group, key=_order)
 
 
 def _by_size(groups: list[list[Claimed]], max_bytes: int) -> list[list[list[Claimed]]]:

@@ -9,14 +9,32 @@ from typing import Any
 
 from .client import AuthError, LabelStudioClient, LabelStudioError, is_personal_access_token
 from .label_config import check_mode, parse_layout
-from .outbox import SQLiteOutbox
+from .outbox import Outbox, SQLiteOutbox
 from .project import Project
 from .settings import Settings
 
 
-def outboxes(state_dir: Path | str) -> list[SQLiteOutbox]:
-    """The outboxes in a state directory (one per Label Studio server)."""
-    return [SQLiteOutbox(path, max_bytes=None) for path in sorted(Path(state_dir).glob("outbox-*.db"))]
+def outboxes(settings: Settings) -> list[Outbox]:
+    """The outboxes of a deployment, one per Label Studio server: the SQLite files in the
+    state directory, or the servers' rows in the PostgreSQL outbox."""
+    if settings.outbox:
+        from .outbox.postgres import PostgresOutbox
+
+        schema = settings.outbox_schema or "label_studio"
+        return [
+            PostgresOutbox(settings.outbox, server, schema=schema)
+            for server in PostgresOutbox.servers(settings.outbox, schema)
+        ]
+    return [SQLiteOutbox(path) for path in sorted(Path(settings.state_dir or "").glob("outbox-*.db"))]
+
+
+def outbox_home(settings: Settings) -> str:
+    """Where :func:`outboxes` looks, for messages."""
+    if settings.outbox:
+        from .outbox.postgres import redacted
+
+        return f"{redacted(settings.outbox)} (schema {settings.outbox_schema})"
+    return str(settings.state_dir)
 
 
 def probe(url: str, api_key: str | None) -> dict[str, Any]:
@@ -41,13 +59,13 @@ def probe(url: str, api_key: str | None) -> dict[str, Any]:
 def status(settings: Settings) -> list[dict[str, Any]]:
     """Per outbox: its server, pending records per project, oldest age, dead letters, last error."""
     reports = []
-    for outbox in outboxes(settings.state_dir or ""):
+    for outbox in outboxes(settings):
         stats, meta = outbox.stats(), outbox.meta()
-        url = meta.get("label_studio_url", "?")
+        url = meta.get("label_studio_url") or getattr(outbox, "server", "?")
         last_at = float(meta["last_error_at"]) if "last_error_at" in meta else None
         reports.append(
             {
-                "outbox": str(outbox.path),
+                "outbox": outbox.location,
                 "label_studio_url": url,
                 "pending": stats.pending,
                 "by_project": stats.by_project,

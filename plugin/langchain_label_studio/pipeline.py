@@ -10,7 +10,6 @@ start lazily in the process that submits, so a process forked after import (guni
 from __future__ import annotations
 
 import atexit
-import hashlib
 import logging
 import os
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 from .client import LabelStudioClient
 from .delivery import Delivery
 from .metrics import Metrics
-from .outbox import SQLiteOutbox
+from .outbox import OutboxStats, OutboxUnavailable, open_outbox
 from .record import CaptureRecord
 from .redact import Redactor
 from .settings import Settings
@@ -37,15 +36,11 @@ class Pipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        state = Path(settings.state_dir).expanduser()
-        digest = hashlib.sha256(settings.url.encode()).hexdigest()[:10]
-        self.outbox = SQLiteOutbox(state / f"outbox-{digest}.db", max_bytes=settings.max_outbox_bytes)
-        self.outbox.set_meta(label_studio_url=settings.url)
+        self.outbox = open_outbox(settings)
+        self._meta_written = False
         self.metrics.on_error = lambda message, at: self.outbox.set_meta(last_error=message, last_error_at=str(at))
         self.client = LabelStudioClient(settings.url, settings.api_key, timeout=settings.timeout_s)
-        self.delivery = Delivery(
-            self.client, self.outbox, self.metrics, batch_size=settings.batch_size, lock_dir=self.outbox.path.parent
-        )
+        self.delivery = Delivery(self.client, self.outbox, self.metrics, batch_size=settings.batch_size)
         self.redactor = Redactor(builtin=settings.redact, patterns=settings.redact_patterns)
         self._buffer: deque[CaptureRecord] = deque()
         self._wake_writer = threading.Event()
@@ -118,7 +113,7 @@ class Pipeline:
         except Exception as exc:  # disk full, permissions...: keep the records in memory
             self._buffer.extendleft(reversed(batch))
             self._writing = 0
-            self.metrics.error(f"cannot write the capture outbox {self.outbox.path}: {exc}")
+            self.metrics.error(f"cannot write the capture outbox {self.outbox.location}: {exc}")
             time.sleep(0.5)
             return
         self._writing = 0
@@ -160,7 +155,14 @@ class Pipeline:
                 self._wake_delivery.clear()
                 continue
             try:
+                if not self._meta_written:
+                    self.outbox.set_meta(label_studio_url=self.settings.url or "")
+                    self._meta_written = True
                 taken = self.delivery.step()
+            except OutboxUnavailable as exc:  # e.g. the database restarting: records wait where they are
+                self.metrics.error(str(exc))
+                taken = 0
+                self._stop.wait(1.0)
             except Exception as exc:  # a bug must never kill the worker
                 logger.exception("label studio delivery failed")
                 self.metrics.error(f"delivery failed: {exc!r}")
@@ -178,11 +180,17 @@ class Pipeline:
         self._ensure_started()
         self._wake_writer.set()
         while time.monotonic() < deadline:
-            if not self._buffer and self._committed_through >= self._submitted and self.outbox.stats().pending == 0:
+            if not self._buffer and self._committed_through >= self._submitted and self._outbox_empty():
                 return True
             self._wake_delivery.set()
             time.sleep(0.05)
         return False
+
+    def _outbox_empty(self) -> bool:
+        try:
+            return self.outbox.stats().pending == 0
+        except OutboxUnavailable:
+            return False
 
     def close(self, timeout: float = 5.0) -> None:
         """Commit what is buffered, deliver what can be delivered within ``timeout``, stop.
@@ -206,11 +214,15 @@ class Pipeline:
 
     def health(self) -> dict[str, Any]:
         """Queue depth, oldest pending age, counters and the last error."""
-        stats = self.outbox.stats()
+        try:
+            stats, outbox_error = self.outbox.stats(), None
+        except OutboxUnavailable as exc:
+            stats, outbox_error = OutboxStats(), str(exc)
         return {
             "label_studio_url": self.settings.url,
             "pid": os.getpid(),
-            "outbox": str(self.outbox.path),
+            "outbox": self.outbox.location,
+            "outbox_error": outbox_error,
             "pending": stats.pending + len(self._buffer) + self._writing,
             "oldest_pending_s": stats.oldest_age_s,
             "dead_letters": stats.dead_letters,
@@ -236,7 +248,7 @@ def get_pipeline(settings: Settings) -> Pipeline:
     Handlers and middlewares that point at the same server share one outbox and one
     worker. A later call with another API key updates the key.
     """
-    key = (settings.url, str(Path(settings.state_dir).expanduser().resolve()))
+    key = (settings.url, settings.outbox or str(Path(settings.state_dir).expanduser().resolve()))
     with _registry_lock:
         pipeline = _registry.get(key)
         if pipeline is None:

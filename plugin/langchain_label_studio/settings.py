@@ -27,13 +27,20 @@ class Settings:
     batches of up to ``batch_size``, at least every ``delivery_interval_s`` while there
     is a backlog smaller than a batch.
 
+    The outbox is a SQLite file in ``state_dir`` unless ``outbox`` is a PostgreSQL URL
+    (``postgresql://user@host/db``): then every replica of the app shares it, in the
+    database schema ``outbox_schema``.
+
     Arguments left as ``None`` are read from ``LABEL_STUDIO_URL`` (default
-    ``http://localhost:8080``), ``LABEL_STUDIO_API_KEY`` and ``LABEL_STUDIO_STATE_DIR``.
+    ``http://localhost:8080``), ``LABEL_STUDIO_API_KEY``, ``LABEL_STUDIO_STATE_DIR``,
+    ``LABEL_STUDIO_OUTBOX_URL`` and ``LABEL_STUDIO_OUTBOX_SCHEMA`` (default ``label_studio``).
     """
 
     url: str | None = None
     api_key: str | None = field(default=None, repr=False)
     state_dir: Path | str | None = None
+    outbox: str | None = field(default=None, repr=False)
+    outbox_schema: str | None = None
     batch_size: int = 500
     commit_interval_s: float = 0.05
     delivery_interval_s: float = 1.0
@@ -53,3 +60,9 @@ class Settings:
         self.url = (self.url or os.environ.get("LABEL_STUDIO_URL") or DEFAULT_URL).rstrip("/")
         self.api_key = self.api_key or os.environ.get("LABEL_STUDIO_API_KEY") or None
         self.state_dir = Path(self.state_dir).expanduser() if self.state_dir else default_state_dir()
+        self.outbox = self.outbox or os.environ.get("LABEL_STUDIO_OUTBOX_URL") or None
+        self.outbox_schema = self.outbox_schema or os.environ.get("LABEL_STUDIO_OUTBOX_SCHEMA") or "label_studio"
+        if self.outbox is not None and not self.outbox.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                f"outbox must be a postgresql:// URL (or unset for the SQLite file in state_dir), not {self.outbox!r}"
+            )

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..record import CaptureRecord
+
+
+class OutboxUnavailable(Exception):
+    """The outbox's storage cannot be reached (a database restarting, a full disk...)."""
+
+
+class SessionTask(NamedTuple):
+    """The Label Studio task of a session, and when the capture it shows was taken."""
+
+    task_id: int
+    prediction_id: int | None
+    captured_at: float | None
 
 
 @dataclass
@@ -35,6 +49,9 @@ class OutboxStats:
 class Outbox(Protocol):
     """Records in, leased batches out; nothing is removed before Label Studio confirms it."""
 
+    #: Where the outbox lives, for people (a file path, or a database without its password).
+    location: str
+
     def put_many(self, records: list[CaptureRecord]) -> int:
         """Store records durably; returns how many were stored (the rest are over the cap)."""
 
@@ -60,14 +77,57 @@ class Outbox(Protocol):
     def dead_letter(self, seq: int, reason: str) -> None:
         """Move a record Label Studio refused for good to the dead letters, with the reason."""
 
-    def session_task(self, project_key: str, session: str) -> tuple[int, int | None] | None:
-        """The Label Studio (task id, prediction id) of a session, if it has one."""
+    def session_task(self, project_key: str, session: str) -> SessionTask | None:
+        """The Label Studio task of a session, if it has one."""
 
-    def set_session_task(self, project_key: str, session: str, task_id: int, prediction_id: int | None) -> None:
-        """Map a session to its Label Studio task."""
+    def set_session_task(
+        self, project_key: str, session: str, task_id: int, prediction_id: int | None, captured_at: float | None
+    ) -> None:
+        """Map a session to its Label Studio task, showing the capture taken at ``captured_at``."""
+
+    def lock(self, name: str) -> AbstractContextManager[None]:
+        """A lock shared by every process that uses this outbox (e.g. to create a project once)."""
+
+    def set_meta(self, **values: str) -> None:
+        """Remember facts about the outbox (its Label Studio URL, the last error)."""
+
+    def meta(self) -> dict[str, str]:
+        """The facts set with :meth:`set_meta`."""
+
+    def dead_letters(self) -> list[tuple[int, CaptureRecord, str, float]]:
+        """All dead-lettered records with their reason and time, oldest first."""
+
+    def requeue_dead_letters(self, seqs: list[int] | None = None) -> int:
+        """Put dead letters back in the queue (all, or those named); returns how many."""
+
+    def drop_dead_letters(self, seqs: list[int] | None = None) -> int:
+        """Delete dead letters for good (all, or those named); returns how many."""
 
     def stats(self) -> OutboxStats:
         """Depth, age of the oldest record, dead letters."""
 
     def close(self) -> None:
         """Release connections."""
+
+
+def within_cap(
+    rows: list[tuple[CaptureRecord, str]], budget: int, has_session: Callable[[str, str], bool]
+) -> list[tuple[CaptureRecord, str]]:
+    """The rows (record, payload) an outbox over its size cap keeps.
+
+    While ``budget`` bytes remain, everything is kept; past it, only later turns of
+    sessions the outbox already holds (so a conversation is never cut in the middle).
+    """
+    kept = []
+    admitted: set[tuple[str, str]] = set()
+    for record, payload in rows:
+        key = (record.project_key, record.session or "")
+        size = len(payload) * 2 + 200  # payload plus index and page overhead, roughly
+        if budget >= size:
+            budget -= size
+        elif record.session is None or (key not in admitted and not has_session(*key)):
+            continue
+        kept.append((record, payload))
+        if record.session is not None:
+            admitted.add(key)
+    return kept

@@ -7,6 +7,7 @@ process holding it is gone (a SIGKILLed worker's records go to the next process)
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..record import CaptureRecord
-from .base import Claimed, OutboxStats
+from .base import Claimed, OutboxStats, SessionTask, within_cap
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -40,6 +41,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     session TEXT NOT NULL,
     task_id INTEGER NOT NULL,
     prediction_id INTEGER,
+    captured_at REAL,
     PRIMARY KEY (project_key, session)
 );
 CREATE TABLE IF NOT EXISTS meta (
@@ -92,11 +94,15 @@ class SQLiteOutbox:
             path = path / "outbox.db"
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
+        self.location = str(path)
         self.max_bytes = max_bytes
         self._local = threading.local()
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
-        self._db().executescript(SCHEMA)
+        db = self._db()
+        db.executescript(SCHEMA)
+        if "captured_at" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
+            db.execute("ALTER TABLE sessions ADD COLUMN captured_at REAL")
 
     # -- connections --------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -138,41 +144,27 @@ class SQLiteOutbox:
     def put_many(self, records: list[CaptureRecord]) -> int:
         if not records:
             return 0
-        rows = [(r.capture_id, r.project_key, r.session, r.to_json(), r.captured_at) for r in records]
+        rows = [(r, r.to_json()) for r in records]
         with self._tx() as db:
             if self.max_bytes is not None:
-                rows = self._within_cap(db, rows)
+                rows = within_cap(rows, self.max_bytes - self.size_bytes(), lambda p, s: self._has_session(db, p, s))
             db.executemany(
                 "INSERT OR IGNORE INTO records (capture_id, project_key, session, payload, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                rows,
+                [(r.capture_id, r.project_key, r.session, payload, r.captured_at) for r, payload in rows],
             )
         return len(rows)
 
-    def _within_cap(self, db: sqlite3.Connection, rows: list[tuple]) -> list[tuple]:
-        """Over the cap, only later turns of sessions already captured are kept."""
-        budget = (self.max_bytes or 0) - self.size_bytes()
-        kept = []
-        admitted: set[tuple[str, str]] = set()
-        for row in rows:
-            project_key, session = row[1], row[2]
-            size = len(row[3]) * 2 + 200  # payload plus index and page overhead, roughly
-            if budget >= size:
-                budget -= size
-                kept.append(row)
-                if session is not None:
-                    admitted.add((project_key, session))
-                continue
-            if session is None:
-                continue
-            if (project_key, session) in admitted or db.execute(
+    @staticmethod
+    def _has_session(db: sqlite3.Connection, project_key: str, session: str) -> bool:
+        return (
+            db.execute(
                 "SELECT 1 FROM records WHERE project_key = ? AND session = ? "
                 "UNION ALL SELECT 1 FROM sessions WHERE project_key = ? AND session = ? LIMIT 1",
                 (project_key, session, project_key, session),
-            ).fetchone():
-                kept.append(row)
-                admitted.add((project_key, session))
-        return kept
+            ).fetchone()
+            is not None
+        )
 
     def claim(self, limit: int, lease_s: float) -> list[Claimed]:
         now = time.time()
@@ -240,23 +232,36 @@ class SQLiteOutbox:
             db.execute("DELETE FROM records WHERE seq = ?", (seq,))
 
     # -- sessions --------------------------------------------------------------------------
-    def session_task(self, project_key: str, session: str) -> tuple[int, int | None] | None:
+    def session_task(self, project_key: str, session: str) -> SessionTask | None:
         row = (
             self._db()
             .execute(
-                "SELECT task_id, prediction_id FROM sessions WHERE project_key = ? AND session = ?",
+                "SELECT task_id, prediction_id, captured_at FROM sessions WHERE project_key = ? AND session = ?",
                 (project_key, session),
             )
             .fetchone()
         )
-        return (row[0], row[1]) if row else None
+        return SessionTask(*row) if row else None
 
-    def set_session_task(self, project_key: str, session: str, task_id: int, prediction_id: int | None) -> None:
+    def set_session_task(
+        self, project_key: str, session: str, task_id: int, prediction_id: int | None, captured_at: float | None
+    ) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO sessions (project_key, session, task_id, prediction_id) VALUES (?, ?, ?, ?)",
-                (project_key, session, task_id, prediction_id),
+                "INSERT OR REPLACE INTO sessions (project_key, session, task_id, prediction_id, captured_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (project_key, session, task_id, prediction_id, captured_at),
             )
+
+    # -- a lock shared by the processes of this machine ---------------------------------------
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        with open(self.path.parent / f"{name}.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- facts about the outbox (its server, its last error) -------------------------------------
     def set_meta(self, **values: str) -> None:

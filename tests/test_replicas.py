@@ -1,0 +1,326 @@
+"""Several replicas sharing a PostgreSQL outbox (the local server at 127.0.0.1:5432).
+
+Two uvicorn processes serve the same stateless chat app; a client alternates replicas
+turn by turn, as a load balancer would. Each session must end as exactly one task with
+every turn in order, whichever replica captured or delivered which turn, through a
+replica's SIGKILL and a PostgreSQL restart.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import psycopg
+import pytest
+from conftest import ROOT, prefilled, tasks_where, wait_healthy
+from faults import free_port
+
+PG = os.environ.get("LS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def pg_url():
+    """A database of its own for one test, dropped afterwards."""
+    name = f"lls_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG}/{name}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Replica:
+    """One app process (uvicorn) of the deployment."""
+
+    def __init__(self, label_studio, tmp_path, pg_url: str, project: str, name: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            **label_studio.env(),
+            "LABEL_STUDIO_STATE_DIR": str(tmp_path / name),
+            "LABEL_STUDIO_OUTBOX_URL": pg_url,
+            "REPLICA_PROJECT": project,
+            "PYTHONPATH": "tests",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "apps.replica_app:app", "--port", str(self.port), "--log-level", "error"],
+            cwd=ROOT,
+            env=env,
+        )
+        wait_healthy(self.base, self.proc)
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.base}/label-studio/health", timeout=30).json()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(60)
+
+
+@contextlib.contextmanager
+def replicas(label_studio, tmp_path, pg_url: str, project: str, n: int = 2):
+    started: list[Replica] = []
+    try:
+        for i in range(n):
+            started.append(Replica(label_studio, tmp_path, pg_url, project, f"replica{i}"))
+        yield started
+    finally:
+        for r in started:
+            r.stop()
+
+
+def user_text(session: str, turn: int) -> str:
+    return f"{session} says hello {turn}"
+
+
+def converse(reps: list[Replica], sessions: list[str], turns: int, log: list, workers: int = 8) -> None:
+    """Each session's turns in order, turn ``k`` of session ``i`` on replica ``(i + k) % n``;
+    a replica that does not answer is skipped, as a load balancer would. ``log`` gets
+    ``(session, turn, replica index, answered_at)`` per answered turn."""
+
+    def one(index: int, session: str) -> None:
+        dialogue: list[dict] = []
+        with httpx.Client(timeout=30) as http:
+            for turn in range(turns):
+                dialogue.append({"type": "human", "content": user_text(session, turn)})
+                for attempt in range(len(reps)):
+                    r = (index + turn + attempt) % len(reps)
+                    try:
+                        resp = http.post(
+                            f"{reps[r].base}/chat/invoke",
+                            json={"input": dialogue},
+                            headers={"X-Session-ID": session, "X-User-ID": f"user-{session}"},
+                        )
+                    except httpx.TransportError:
+                        continue
+                    assert resp.status_code == 200, resp.text
+                    log.append((session, turn, r, time.monotonic()))
+                    dialogue.append({"type": "ai", "content": resp.json()["output"]["content"]})
+                    break
+                else:
+                    raise AssertionError(f"no replica answered turn {turn} of {session}")
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(len(sessions)), sessions))
+
+
+def wait_all_delivered(replica: Replica, timeout: float = 240.0) -> dict:
+    """Wait until the shared outbox is empty (as seen from one replica)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = replica.health()
+        if health["pending"] == 0 and health["outbox_error"] is None:
+            return health
+        time.sleep(0.5)
+    raise AssertionError(f"not delivered in {timeout}s: {health}")
+
+
+def check_sessions(admin, project: str, expected_turns: dict[str, int | set[int]]) -> None:
+    """Exactly one task per session, showing all its turns in order (``turns`` answered)."""
+    tasks = tasks_where(admin, project)
+    by_session = collections.Counter(t["data"]["session_id"] for t in tasks)
+    assert sorted(by_session) == sorted(expected_turns), "sessions missing or unexpected"
+    assert [s for s, n in by_session.items() if n > 1] == [], "a session has more than one task"
+    for task in tasks:
+        session = task["data"]["session_id"]
+        dialogue = task["data"]["prompt"]
+        answered = len(dialogue) // 2 + 1
+        allowed = expected_turns[session]
+        assert answered in (allowed if isinstance(allowed, set) else {allowed}), (session, dialogue)
+        assert [m["role"] for m in dialogue] == ["user", "assistant"] * (answered - 1) + ["user"]
+        assert [m["content"] for m in dialogue[::2]] == [user_text(session, t) for t in range(answered)]
+        for k, m in enumerate(dialogue[1::2]):
+            assert m["content"] == f"(turn {k + 1}) You said: {user_text(session, k)}"
+        assert prefilled(task) == f"(turn {answered}) You said: {user_text(session, answered - 1)}"
+        assert task["data"]["user_id"] == f"user-{session}"
+
+
+def test_turns_alternating_between_replicas_make_one_task_per_session(label_studio, admin, tmp_path, pg_url):
+    project = f"replicas-{uuid.uuid4().hex[:8]}"
+    sessions = [f"s{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(200)]
+    log: list = []
+    with replicas(label_studio, tmp_path, pg_url, project) as reps:
+        converse(reps, sessions, 3, log)
+        assert len(log) == 600 and {r for _, _, r, _ in log} == {0, 1}
+        wait_all_delivered(reps[0])
+        pids = {reps[0].health()["pid"], reps[1].health()["pid"]}
+    assert len(pids) == 2
+    check_sessions(admin, project, {s: 3 for s in sessions})
+    with psycopg.connect(pg_url) as conn:
+        mapped = conn.execute("SELECT COUNT(*) FROM label_studio.sessions").fetchone()[0]
+        left = conn.execute("SELECT COUNT(*) FROM label_studio.records").fetchone()[0]
+    assert (mapped, left) == (200, 0)
+
+
+def test_a_killed_replicas_captures_are_delivered_by_the_other(label_studio, admin, tmp_path, pg_url):
+    project = f"replicas-kill-{uuid.uuid4().hex[:8]}"
+    sessions = [f"k{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(120)]
+    log: list = []
+    with replicas(label_studio, tmp_path, pg_url, project) as reps:
+        killed_at: list[float] = []
+
+        def kill_soon() -> None:
+            time.sleep(2.0)
+            reps[1].stop(signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+        with concurrent.futures.ThreadPoolExecutor(1) as killer:
+            killer.submit(kill_soon)
+            converse(reps, sessions, 3, log)
+        assert killed_at, "the replica was not killed"
+        assert reps[1].proc.returncode == -signal.SIGKILL
+        by_killed = [e for e in log if e[2] == 1]
+        assert len(by_killed) > 20, "the killed replica answered too little to prove anything"
+        wait_all_delivered(reps[0])
+
+    # Every answer the killed replica gave more than 200 ms before the kill was committed
+    # (the commit window is 50 ms) and so must be in Label Studio; within the window a
+    # session may show its previous turn.
+    last: dict[str, tuple[int, int, float]] = {}
+    for session, turn, r, at in log:
+        if turn >= last.get(session, (-1,))[0]:
+            last[session] = (turn, r, at)
+    expected: dict[str, int | set[int]] = {}
+    for session, (turn, r, at) in last.items():
+        at_risk = r == 1 and killed_at[0] - 0.2 <= at <= killed_at[0]
+        expected[session] = {turn, turn + 1} if at_risk else turn + 1
+    check_sessions(admin, project, expected)
+
+
+def _restart_postgres() -> None:
+    subprocess.run(["pg_ctlcluster", "15", "main", "restart", "-m", "fast"], check=True, timeout=120)
+
+
+def test_postgres_restart_mid_load_loses_nothing(label_studio, admin, tmp_path, pg_url):
+    project = f"replicas-pg-{uuid.uuid4().hex[:8]}"
+    sessions = [f"p{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(100)]
+    log: list = []
+    with replicas(label_studio, tmp_path, pg_url, project) as reps:
+        with concurrent.futures.ThreadPoolExecutor(1) as restarter:
+            restarted = restarter.submit(lambda: (time.sleep(1.5), _restart_postgres()))
+            started = time.monotonic()
+            converse(reps, sessions, 3, log, workers=4)
+            restarted.result()
+        assert len(log) == 300
+        assert max(at for *_, at in log) - started > 2, "the load ended before the restart"
+        health = wait_all_delivered(reps[0])
+        other = reps[1].health()
+    assert health["dropped"] == 0 and other["dropped"] == 0
+    check_sessions(admin, project, {s: 3 for s in sessions})
+
+
+CHILD = """
+import sys, time
+from langchain_label_studio.outbox.postgres import PostgresOutbox
+from langchain_label_studio.record import CaptureRecord
+outbox = PostgresOutbox(sys.argv[1], "http://label-studio.invalid")
+project = {"title": "leases", "mode": "chat"}
+records = [CaptureRecord(project, f"prompt {i}") for i in range(3)]
+records += [CaptureRecord(project, [{"role": "user", "content": f"turn {i}"}], session="S") for i in range(3)]
+outbox.put_many(records)
+claimed = outbox.claim(100, 600)
+outbox.mark_sent([claimed[0].seq, claimed[3].seq])  # one prompt and the session's first turn are in flight
+print(len(claimed), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_dead_replicas_leases_end_at_once_unless_a_send_may_be_in_flight(pg_url):
+    from langchain_label_studio.outbox.postgres import PostgresOutbox
+
+    child = subprocess.Popen([sys.executable, "-c", CHILD, pg_url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "6"
+        outbox = PostgresOutbox(pg_url, "http://label-studio.invalid", unknown_grace_s=3)
+        assert outbox.claim(100, 60) == [], "another replica's live lease was taken"
+    finally:
+        child.kill()
+        child.wait()
+    # The owner is gone: what it had not sent is free at once; the session with a record in
+    # flight, and the prompt in flight, wait out the grace period, then come back marked as sent.
+    deadline = time.monotonic() + 10  # PostgreSQL notices the closed connection within moments; the lease is 600 s
+    while not (first := outbox.claim(100, 60)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(c.record.prompt for c in first) == ["prompt 1", "prompt 2"]
+    assert not any(c.sent for c in first)
+    assert outbox.claim(100, 60) == []
+    time.sleep(3.5)
+    second = outbox.claim(100, 60)
+    assert [(c.record.session, c.sent) for c in second] == [(None, True), ("S", True), ("S", False), ("S", False)]
+    outbox.close()
+
+
+def test_a_late_older_turn_never_overwrites_a_newer_one(label_studio, admin, tmp_path, pg_url):
+    """Turns reach the outbox out of order when replicas commit at different moments."""
+    from langchain_label_studio.pipeline import Pipeline
+    from langchain_label_studio.project import Project
+    from langchain_label_studio.record import CaptureRecord
+    from langchain_label_studio.settings import Settings
+
+    title = f"late-turn-{uuid.uuid4().hex[:8]}"
+    settings = Settings(url=label_studio.url, api_key=label_studio.api_key, state_dir=tmp_path, outbox=pg_url)
+    pipeline = Pipeline(settings)
+    project = Project(title, mode="chat").to_dict()
+    now = time.time()
+
+    def turn(k: int) -> CaptureRecord:
+        dialogue = []
+        for i in range(k):
+            dialogue += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+        return CaptureRecord(
+            project,
+            dialogue + [{"role": "user", "content": f"q{k}"}],
+            f"a{k}",
+            data={"session_id": "S"},
+            session="S",
+            captured_at=now + k,
+        )
+
+    pipeline.submit(turn(1))
+    assert pipeline.flush(60)
+    pipeline.submit(turn(0))  # captured before turn 1, committed after it
+    assert pipeline.flush(60)
+    pipeline.submit(turn(2))
+    pipeline.submit(turn(1))  # in one batch with a newer turn
+    assert pipeline.flush(60)
+    pipeline.close()
+    [task] = tasks_where(admin, title)
+    assert [m["content"] for m in task["data"]["prompt"]] == ["q0", "a0", "q1", "a1", "q2"]
+    assert prefilled(task) == "a2"
+
+
+def test_status_and_dead_letters_of_the_shared_outbox(label_studio, pg_url, tmp_path):
+    from test_cli import cli
+
+    from langchain_label_studio.outbox.postgres import PostgresOutbox
+    from langchain_label_studio.record import CaptureRecord
+
+    outbox = PostgresOutbox(pg_url, label_studio.url)
+    project = {"title": "Support chats", "mode": "chat"}
+    outbox.put_many([CaptureRecord(project, f"prompt {i}") for i in range(3)])
+    [bad, *_] = outbox.claim(10, 60)
+    outbox.dead_letter(bad.seq, "Label Studio said 400: bad data")
+    outbox.close()
+    env = {**os.environ, **label_studio.env(), "LABEL_STUDIO_STATE_DIR": str(tmp_path / "none")}
+    env["LABEL_STUDIO_OUTBOX_URL"] = pg_url
+
+    status = cli("status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert "outbox postgresql://postgres@127.0.0.1:5432/" in status.stdout
+    assert "pending        2" in status.stdout and "Support chats" in status.stdout
+    assert "dead letters   1" in status.stdout and "reachable" in status.stdout
+    listed = cli("dead-letters", "list", env=env)
+    assert listed.returncode == 0 and "Label Studio said 400: bad data" in listed.stdout
+    dropped = cli("dead-letters", "drop", str(bad.seq), "--outbox", pg_url, env={**env, "LABEL_STUDIO_OUTBOX_URL": ""})
+    assert dropped.stdout.strip() == "dropped 1 dead letter(s)"
