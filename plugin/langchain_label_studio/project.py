@@ -9,6 +9,8 @@ from typing import Any
 from .label_config import DEFAULT_CONFIGS, Layout, Mode, check_mode, parse_layout
 
 DEFAULT_PROJECT_NAME = "LangChain-%Y-%m-%d"
+#: Label Studio refuses longer project titles.
+MAX_TITLE = 50
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,11 @@ class Project:
             raise ValueError(f"sample_rate must be between 0 and 1, not {self.sample_rate!r}")
         if self.mode not in DEFAULT_CONFIGS:
             raise ValueError(f"mode must be 'prompt' or 'chat', not {self.mode!r}")
+        if self.id is None and len(self.title()) > MAX_TITLE:
+            raise ValueError(
+                f"Label Studio project titles have at most {MAX_TITLE} characters; {self.title()!r} has "
+                f"{len(self.title())}"
+            )
         layout = parse_layout(self.config)
         if self.label_config is not None:
             check_mode(layout, self.mode)

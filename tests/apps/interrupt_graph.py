@@ -7,6 +7,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.types import interrupt
 
 from langchain_label_studio import Project, capture
+from tests.apps.capture_env import settings
 
 
 def approve(state: MessagesState) -> dict:
@@ -17,4 +18,6 @@ def approve(state: MessagesState) -> dict:
 builder = StateGraph(MessagesState)
 builder.add_node("approve", approve)
 builder.add_edge(START, "approve")
-graph = capture(builder.compile(), Project(os.environ.get("INTERRUPT_PROJECT", "Approvals"), mode="chat"))
+graph = capture(
+    builder.compile(), Project(os.environ.get("INTERRUPT_PROJECT", "Approvals"), mode="chat"), settings=settings()
+)
