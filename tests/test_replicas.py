@@ -324,3 +324,27 @@ def test_status_and_dead_letters_of_the_shared_outbox(label_studio, pg_url, tmp_
     assert listed.returncode == 0 and "Label Studio said 400: bad data" in listed.stdout
     dropped = cli("dead-letters", "drop", str(bad.seq), "--outbox", pg_url, env={**env, "LABEL_STUDIO_OUTBOX_URL": ""})
     assert dropped.stdout.strip() == "dropped 1 dead letter(s)"
+
+
+def test_a_full_shared_outbox_keeps_known_sessions_and_frees_space_once_delivered(pg_url):
+    from langchain_label_studio.outbox.postgres import PostgresOutbox
+    from langchain_label_studio.record import CaptureRecord
+
+    outbox = PostgresOutbox(pg_url, "http://label-studio.invalid", max_bytes=400_000)
+    project = {"title": "cap", "mode": "chat"}
+
+    def turn(session: str, text: str) -> CaptureRecord:
+        return CaptureRecord(project, [{"role": "user", "content": text}], session=session)
+
+    assert outbox.put_many([turn("known", "early")]) == 1
+    stored = sum(outbox.put_many([turn(f"new-{i}", "x" * 2000)]) for i in range(400))
+    assert 0 < stored < 400, "the cap never applied"
+    assert outbox.put_many([turn("known", "late")]) == 1  # a known session's later turn is kept
+    assert outbox.put_many([turn("another-new", "y")]) == 0
+    assert outbox.stats().pending == stored + 2
+
+    while batch := outbox.claim(500, 60):  # delivered: the space is free again for new sessions
+        outbox.done([c.seq for c in batch])
+    assert outbox.size_bytes() > 400_000, "the table keeps its size on disk"
+    assert outbox.put_many([turn("after", "z")]) == 1
+    outbox.close()

@@ -238,6 +238,17 @@ class PostgresOutbox:
         """Bytes the records table takes on disk (with its indexes and TOAST)."""
         return int(self._run(lambda c: c.execute(self._q["size"], {"table": self._table()}).fetchone()[0]))
 
+    def _used_bytes(self, conn: psycopg.Connection) -> int:
+        """Bytes the waiting records take, roughly as :func:`within_cap` counts them.
+
+        The table's size on disk is cheap to read but keeps the space of delivered records
+        until it is reused, so the records themselves are only measured when it is over the cap.
+        """
+        on_disk = int(conn.execute(self._q["size"], {"table": self._table()}).fetchone()[0])
+        if self.max_bytes is None or on_disk <= self.max_bytes:
+            return on_disk
+        return int(conn.execute(self._q["used"]).fetchone()[0])
+
     def _table(self) -> str:
         return sql.Identifier(self.schema, "records").as_string(None)
 
@@ -249,7 +260,7 @@ class PostgresOutbox:
         def work(conn: psycopg.Connection) -> int:
             kept = rows
             if self.max_bytes is not None:
-                budget = self.max_bytes - int(conn.execute(self._q["size"], {"table": self._table()}).fetchone()[0])
+                budget = self.max_bytes - self._used_bytes(conn)
                 kept = within_cap(rows, budget, lambda p, s: self._has_session(conn, p, s))
             with conn.transaction(), conn.cursor() as cur:
                 cur.executemany(
@@ -433,6 +444,7 @@ _LIVE_OWNERS = (
 
 _QUERIES = {
     "size": "SELECT pg_total_relation_size(%(table)s::regclass)",
+    "used": "SELECT COALESCE(SUM(octet_length(payload) * 2 + 200), 0) FROM {s}.records",
     "insert": (
         "INSERT INTO {s}.records (server, capture_id, project_key, session, payload, created_at) "
         "VALUES (%(server)s, %(capture_id)s, %(project_key)s, %(session)s, %(payload)s, %(created_at)s) "
