@@ -144,3 +144,40 @@ def test_several_workers_deliver_each_capture_once(label_studio, admin, tmp_path
     assert not [k for k, v in counts.items() if v > 1], "a capture was delivered twice"
     assert set(counts) == {rid for rid, _ in done}
     assert len(pids) == 2, "both workers should answer (and capture)"
+
+
+def test_an_app_with_delivery_off_leaves_it_to_a_deliver_process(label_studio, admin, tmp_path):
+    user = f"side-{uuid.uuid4().hex[:6]}"
+    state = tmp_path / "state"
+    with serve("example_app.app:app", label_studio, state, LABEL_STUDIO_DELIVERY="off") as app:
+        ids = [
+            app.post("/joke/invoke", json={"input": {"topic": f"t{i}"}}, headers={"X-User-ID": user}).headers[
+                "x-request-id"
+            ]
+            for i in range(20)
+        ]
+        time.sleep(2.5)  # more than a delivery interval: an app delivering would have sent them
+        health = app.get("/label-studio/health").json()
+        assert health["delivery"] == "by another process"
+        assert health["pending"] == 20 and health["delivered"] == 0
+        assert tasks_where(admin, "Jokes", user_id=user) == []
+
+    env = {**os.environ, **label_studio.env(), "LABEL_STUDIO_STATE_DIR": str(state)}
+    deliver = subprocess.Popen(
+        [sys.executable, "-m", "langchain_label_studio.cli", "deliver", "--report-every", "1"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(tasks_where(admin, "Jokes", user_id=user)) < 20 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        deliver.send_signal(signal.SIGTERM)
+        _, err = deliver.communicate(timeout=30)
+    assert deliver.returncode == 0, err
+    assert "delivering" in err and "stopped: pending 0, delivered 20," in err
+    tasks = tasks_where(admin, "Jokes", user_id=user)
+    assert sorted(t["data"]["request_id"] for t in tasks) == sorted(ids)

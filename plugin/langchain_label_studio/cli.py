@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -192,6 +194,33 @@ def _dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deliver(args: argparse.Namespace) -> int:
+    """Deliver the outbox until stopped (SIGTERM or Ctrl-C), for apps run with delivery off."""
+    settings = _settings(args)
+    settings.deliver = True
+    pipeline = Pipeline(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    pipeline.start()
+    print(f"delivering {pipeline.outbox.location} to {settings.url} (stop with Ctrl-C or SIGTERM)", file=sys.stderr)
+
+    def report(prefix: str = "") -> None:
+        health = pipeline.health()
+        print(
+            f"{prefix}pending {health['pending']}, delivered {health['delivered']}, "
+            f"dead-lettered {health['dead_lettered']}"
+            + (f", last error: {health['last_error']}" if health["last_error"] else ""),
+            file=sys.stderr,
+        )
+
+    while not stop.wait(args.report_every or None):
+        report()
+    pipeline.close(timeout=args.drain_timeout)
+    report("stopped: ")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     projects = operations.projects_of_app(args.app) if args.app else []
     if args.project:
@@ -240,6 +269,13 @@ def _add_operations(commands: argparse._SubParsersAction) -> None:
             p.add_argument("--no-deliver", action="store_true", help="only requeue; a running app delivers them")
             p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for delivery")
     dl.set_defaults(func=_dead_letters)
+
+    help_text = "deliver the outbox to Label Studio until stopped (for apps run with LABEL_STUDIO_DELIVERY=off)"
+    p = commands.add_parser("deliver", help=help_text, description=help_text)
+    common(p)
+    p.add_argument("--report-every", type=float, default=60.0, help="seconds between progress lines (0: none)")
+    p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to finish delivery when stopped")
+    p.set_defaults(func=_deliver)
 
     help_text = "check the URL, the token and each project's label config against its mode"
     p = commands.add_parser("check", help=help_text, description=help_text)

@@ -80,10 +80,11 @@ class Pipeline:
                 self._buffer = deque()
                 self._submitted = self._committed_through = 0
             self._stop.clear()
-            self._threads = [
-                threading.Thread(target=self._write_loop, name="label-studio-writer", daemon=True),
-                threading.Thread(target=self._deliver_loop, name="label-studio-delivery", daemon=True),
-            ]
+            self._threads = [threading.Thread(target=self._write_loop, name="label-studio-writer", daemon=True)]
+            if self.settings.deliver:
+                self._threads.append(
+                    threading.Thread(target=self._deliver_loop, name="label-studio-delivery", daemon=True)
+                )
             for t in self._threads:
                 t.start()
             self._pid = os.getpid()
@@ -175,12 +176,13 @@ class Pipeline:
     # -- lifecycle ------------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything captured so far is delivered (starting the worker if it is
-        stopped). True if it was in time."""
+        stopped); with ``deliver=False``, until it is in the outbox. True if it was in time."""
         deadline = time.monotonic() + timeout
         self._ensure_started()
         self._wake_writer.set()
         while time.monotonic() < deadline:
-            if not self._buffer and self._committed_through >= self._submitted and self._outbox_empty():
+            committed = not self._buffer and self._committed_through >= self._submitted
+            if committed and (not self.settings.deliver or self._outbox_empty()):
                 return True
             self._wake_delivery.set()
             time.sleep(0.05)
@@ -223,6 +225,7 @@ class Pipeline:
             "pid": os.getpid(),
             "outbox": self.outbox.location,
             "outbox_error": outbox_error,
+            "delivery": "in this process" if self.settings.deliver else "by another process",
             "pending": stats.pending + len(self._buffer) + self._writing,
             "oldest_pending_s": stats.oldest_age_s,
             "dead_letters": stats.dead_letters,

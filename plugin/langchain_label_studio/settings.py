@@ -10,6 +10,8 @@ from typing import Any
 
 from .client import DEFAULT_URL
 
+OFF = {"off", "0", "false", "no"}
+
 
 def default_state_dir() -> Path:
     """``$LABEL_STUDIO_STATE_DIR``, else ``$XDG_STATE_HOME/langchain-label-studio``."""
@@ -34,6 +36,9 @@ class Settings:
     Arguments left as ``None`` are read from ``LABEL_STUDIO_URL`` (default
     ``http://localhost:8080``), ``LABEL_STUDIO_API_KEY``, ``LABEL_STUDIO_STATE_DIR``,
     ``LABEL_STUDIO_OUTBOX_URL`` and ``LABEL_STUDIO_OUTBOX_SCHEMA`` (default ``label_studio``).
+
+    With ``deliver=False`` (``LABEL_STUDIO_DELIVERY=off``) this process only captures into the
+    outbox, and a separate ``langchain-label-studio deliver`` process delivers.
     """
 
     url: str | None = None
@@ -41,6 +46,7 @@ class Settings:
     state_dir: Path | str | None = None
     outbox: str | None = field(default=None, repr=False)
     outbox_schema: str | None = None
+    deliver: bool | None = None
     batch_size: int = 500
     commit_interval_s: float = 0.05
     delivery_interval_s: float = 1.0
@@ -61,6 +67,8 @@ class Settings:
         self.api_key = self.api_key or os.environ.get("LABEL_STUDIO_API_KEY") or None
         self.state_dir = Path(self.state_dir).expanduser() if self.state_dir else default_state_dir()
         self.outbox = self.outbox or os.environ.get("LABEL_STUDIO_OUTBOX_URL") or None
+        if self.deliver is None:
+            self.deliver = os.environ.get("LABEL_STUDIO_DELIVERY", "on").strip().lower() not in OFF
         self.outbox_schema = self.outbox_schema or os.environ.get("LABEL_STUDIO_OUTBOX_SCHEMA") or "label_studio"
         if self.outbox is not None and not self.outbox.startswith(("postgresql://", "postgres://")):
             raise ValueError(
