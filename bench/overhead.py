@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.overhead [--seconds 10] [--concurrency 8] [--rounds 2]
 
-Scenarios: an instant fake model (the worst case) and a 200 ms one, with Label Studio up;
-then the instant model with Label Studio down and with Label Studio answering 2 s slow.
+Scenarios: an instant fake model (the worst case) and a 200 ms one, each with Label Studio
+up, down, and answering 2 s slow.
 Load comes from ``wrk`` when it is installed (``apt-get install wrk``), else from
 ``bench/load.py`` (a Python client, itself a bottleneck near 600 req/s on this machine).
 The app is pinned to core 0; the load generator and Label Studio to core 1, Label Studio
@@ -105,6 +105,8 @@ def main() -> None:
         ("200 ms model, Label Studio up", 200, "pass"),
         ("instant model, Label Studio down", 0, "down"),
         ("instant model, Label Studio 2 s slow", 0, "slow"),
+        ("200 ms model, Label Studio down", 200, "down"),
+        ("200 ms model, Label Studio 2 s slow", 200, "slow"),
     ]
     loader = "wrk" if shutil.which("wrk") else "bench/load.py"
     print(
@@ -113,9 +115,10 @@ def main() -> None:
     )
     print(
         f"{'scenario':40} {'bare rps':>9} {'plugin rps':>10} {'ratio':>6} {'bare p50':>9} {'p50 ratio':>9} "
-        f"{'bare p99':>9} {'p99 ratio':>9} {'RSS +MB':>8}"
+        f"{'bare p99':>9} {'p99 ratio':>9} {'RSS +MB':>8} {'CPU ms/req bare/plugin':>22}",
+        flush=True,
     )
-    for name, delay, ls_mode in scenarios:
+    for index, (name, delay, ls_mode) in enumerate(scenarios):
         if args.only and args.only not in name:
             continue
         if ls_mode == "down":
@@ -130,7 +133,7 @@ def main() -> None:
             "BENCH_CAPTURE": "1",
             "LABEL_STUDIO_URL": proxy.url,
             "LABEL_STUDIO_API_KEY": server.api_key,
-            "LABEL_STUDIO_STATE_DIR": str(state / name[:7]),
+            "LABEL_STUDIO_STATE_DIR": str(state / str(index)),
         }
         bare, plugin = [], []
         for _ in range(args.rounds):
@@ -143,8 +146,9 @@ def main() -> None:
         print(
             f"{name:40} {b_rps:9.0f} {p_rps:10.0f} {p_rps / b_rps:6.3f} {b50:8.1f}ms {p50 / b50:9.3f} "
             f"{b99:8.1f}ms {p99 / b99:9.3f} {avg(plugin, 'rss_mb') - avg(bare, 'rss_mb'):8.1f} "
-            f"{avg(bare, 'cpu_ms_per_request'):6.2f}/{avg(plugin, 'cpu_ms_per_request'):<6.2f}"
-            + (f"  ({errors} errors)" if errors else "")
+            f"{avg(bare, 'cpu_ms_per_request'):15.2f}/{avg(plugin, 'cpu_ms_per_request'):<6.2f}"
+            + (f"  ({errors} errors)" if errors else ""),
+            flush=True,
         )
     proxy.close()
     shutil.rmtree(state, ignore_errors=True)

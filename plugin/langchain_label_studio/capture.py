@@ -73,7 +73,8 @@ class _Root:
     tags: list[str] = field(default_factory=list)
     name: str | None = None
     llm_calls: int = 0
-    llm_prompt: str | list[dict[str, Any]] | None = None
+    #: The last LLM call's prompt: its text, or (chat models) its messages in ``llm_messages``.
+    llm_prompt: str | None = None
     llm_messages: list[BaseMessage] | None = None
     llm_answer: Any = None
     model: str | None = None
@@ -94,13 +95,14 @@ class CaptureHandler(BaseCallbackHandler):
         self._root_of: dict[UUID, UUID] = {}
 
     # -- run tree -------------------------------------------------------------------------
-    def _enter(self, run_id: UUID, parent_run_id: UUID | None, **kwargs: Any) -> _Root:
+    def _enter(self, run_id: UUID, parent_run_id: UUID | None, kwargs: dict[str, Any]) -> _Root:
         root_id = self._root_of.get(parent_run_id) if parent_run_id is not None else None
         if root_id is None:
-            root_id = run_id
-            self._roots[run_id] = _Root(
+            root = self._roots[run_id] = _Root(
                 metadata=dict(kwargs.get("metadata") or {}), tags=list(kwargs.get("tags") or [])
             )
+            self._root_of[run_id] = run_id
+            return root
         self._root_of[run_id] = root_id
         return self._roots[root_id]
 
@@ -123,7 +125,7 @@ class CaptureHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        root = self._enter(run_id, parent_run_id, **kwargs)
+        root = self._enter(run_id, parent_run_id, kwargs)
         if run_id in self._roots:
             root.inputs = inputs
             root.name = kwargs.get("name") or (serialized or {}).get("name")
@@ -147,7 +149,7 @@ class CaptureHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        self._enter(run_id, parent_run_id, **kwargs)
+        self._enter(run_id, parent_run_id, kwargs)
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._leave(run_id)
@@ -164,7 +166,7 @@ class CaptureHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        self._enter(run_id, parent_run_id, **kwargs)
+        self._enter(run_id, parent_run_id, kwargs)
 
     def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._leave(run_id)
@@ -182,7 +184,7 @@ class CaptureHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        root = self._enter(run_id, parent_run_id, **kwargs)
+        root = self._enter(run_id, parent_run_id, kwargs)
         root.llm_calls += 1
         root.llm_prompt = prompts[0] if prompts else ""
         root.llm_messages = None
@@ -199,10 +201,10 @@ class CaptureHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        root = self._enter(run_id, parent_run_id, **kwargs)
+        root = self._enter(run_id, parent_run_id, kwargs)
         root.llm_calls += 1
         root.llm_messages = list(messages[0]) if messages else []
-        root.llm_prompt = to_dialogue(root.llm_messages)
+        root.llm_prompt = None  # the messages become a dialogue only if a record needs it
         root.model = model_name(serialized, kwargs) or root.model
         if run_id in self._roots:
             root.inputs = root.llm_messages
@@ -303,7 +305,7 @@ class CaptureHandler(BaseCallbackHandler):
         if clean.truncated:
             data["truncated"] = True
         return CaptureRecord(
-            project=ctx.project.to_dict(),
+            project=_project_dict(ctx.project),
             prompt=prompt,
             response=response,
             data=data,
@@ -313,9 +315,10 @@ class CaptureHandler(BaseCallbackHandler):
 
     @staticmethod
     def _prompt(root: _Root, outputs: Any) -> tuple[Any, str | None]:
-        if root.llm_calls == 1 and root.llm_prompt is not None:
+        if root.llm_calls == 1 and (root.llm_prompt is not None or root.llm_messages is not None):
+            prompt = root.llm_prompt if root.llm_messages is None else to_dialogue(root.llm_messages)
             answer = root.llm_answer if root.llm_answer is not None else outputs
-            return root.llm_prompt, None if answer is None else to_text(answer)
+            return prompt, None if answer is None else to_text(answer)
         return to_text(root.inputs), None if outputs is None else to_text(outputs)
 
     @staticmethod
@@ -337,6 +340,20 @@ class CaptureHandler(BaseCallbackHandler):
         else:
             dialogue = messages
         return to_dialogue(dialogue), response, state
+
+
+#: Project dicts of projects whose title has no date codes: the same for every record.
+_fixed_projects: dict[Project, dict[str, Any]] = {}
+
+
+def _project_dict(project: Project) -> dict[str, Any]:
+    """``project.to_dict()``, without formatting a fixed title again for every record."""
+    if "%" in project.name:
+        return project.to_dict()
+    fixed = _fixed_projects.get(project)
+    if fixed is None:
+        fixed = _fixed_projects[project] = project.to_dict()
+    return dict(fixed)
 
 
 def sampled(key: str, rate: float) -> bool:

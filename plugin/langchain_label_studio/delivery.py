@@ -21,6 +21,7 @@ from typing import Any
 
 from .client import AuthError, LabelStudioClient, LabelStudioError, Rejected, Unavailable
 from .feedback import FEEDBACK_KEYS
+from .gil import step_aside
 from .label_config import DEFAULT_CONFIGS, Layout, check_mode, parse_layout
 from .metrics import Metrics
 from .outbox.base import Claimed, Outbox
@@ -249,11 +250,11 @@ class Delivery:
     def _import(self, project: ResolvedProject, groups: list[list[Claimed]]) -> None:
         """Import one task per group (the group's newest record)."""
         batch = []
-        for group in groups:
+        for i, group in enumerate(groups):
             task = self._build(project, group)
             if task is not None:
                 batch.append((group, task))
-            time.sleep(0)  # let the app's threads have the GIL between records
+            step_aside(i)
         if batch:
             self._send(project, batch)
 

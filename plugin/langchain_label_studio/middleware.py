@@ -45,6 +45,8 @@ Identify = Callable[[Scope], Mapping[str, Any] | None]
 #: LangServe endpoints under a route that never run the chain for a user.
 _NOT_RUNS = {"feedback", "token_feedback", "public_trace_link", "playground", "config_hashes"}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: Paths whose route is remembered (the last ones served), so routing runs once per path.
+_MATCH_CACHE_SIZE = 256
 
 
 def as_project(value: ProjectLike) -> Project:
@@ -154,6 +156,7 @@ class LabelStudioMiddleware:
         self.health = health
         self.drain_timeout_s = drain_timeout_s
         self.max_chars = max_chars
+        self._matches: dict[str, tuple[str, Project] | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -163,16 +166,18 @@ class LabelStudioMiddleware:
             await self.app(scope, receive, send)
             return
         path = _path(scope)
-        if self.health and path == f"{self.prefix}/health" and scope["method"] == "GET":
-            await _send_json(send, 200, self.pipeline.health())
-            return
-        if self.health and path == f"{self.prefix}/metrics" and scope["method"] == "GET":
-            await _send_metrics(send)
-            return
-        if path == f"{self.prefix}/feedback" and scope["method"] == "POST":
-            await self._feedback_endpoint(receive, send)
-            return
-        match = self._match(path, scope["method"])
+        method = scope["method"]
+        if path.startswith(self.prefix):
+            if self.health and path == f"{self.prefix}/health" and method == "GET":
+                await _send_json(send, 200, self.pipeline.health())
+                return
+            if self.health and path == f"{self.prefix}/metrics" and method == "GET":
+                await _send_metrics(send)
+                return
+            if path == f"{self.prefix}/feedback" and method == "POST":
+                await self._feedback_endpoint(receive, send)
+                return
+        match = self._cached_match(path) if method == "POST" else None
         if match is None:
             await self.app(scope, receive, send)
             return
@@ -199,6 +204,18 @@ class LabelStudioMiddleware:
             handler.finish()
 
     # -- routing ----------------------------------------------------------------------------
+    def _cached_match(self, path: str) -> tuple[str, Project] | None:
+        """``_match`` of a POST, remembered for the most recent paths."""
+        try:
+            return self._matches[path]
+        except KeyError:
+            pass
+        match = self._match(path, "POST")
+        if len(self._matches) >= _MATCH_CACHE_SIZE:
+            self._matches.clear()
+        self._matches[path] = match
+        return match
+
     def _match(self, path: str, method: str) -> tuple[str, Project] | None:
         if method != "POST":
             return None

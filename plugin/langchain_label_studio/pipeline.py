@@ -21,6 +21,7 @@ from typing import Any
 
 from .client import LabelStudioClient
 from .delivery import Delivery
+from .gil import step_aside
 from .metrics import Metrics
 from .outbox import OutboxStats, OutboxUnavailable, open_outbox
 from .record import CaptureRecord
@@ -130,7 +131,8 @@ class Pipeline:
         """The user's ``before_capture`` hook, then redaction: nothing unredacted reaches the disk."""
         hook = self.settings.before_capture
         kept = []
-        for record in batch:
+        for i, record in enumerate(batch):
+            step_aside(i)
             try:
                 if hook is not None:
                     record = hook(record)

@@ -42,8 +42,7 @@ class CaptureRecord:
         return f"id:{pid}" if pid is not None else f"title:{self.project['title']}"
 
     def to_json(self) -> str:
-        fields = {f: getattr(self, f) for f in _FIELDS}
-        return json.dumps(fields, ensure_ascii=False, default=str, separators=(",", ":"))
+        return _ENCODER.encode({f: getattr(self, f) for f in _FIELDS})
 
     @classmethod
     def from_json(cls, text: str) -> CaptureRecord:
@@ -51,3 +50,4 @@ class CaptureRecord:
 
 
 _FIELDS = [f.name for f in fields(CaptureRecord)]
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))

@@ -9,6 +9,7 @@ graph state, tool arguments and results, metadata.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,28 @@ def _phone(match: re.Match[str]) -> str | None:
 
 
 Replacement = str | Callable[[re.Match[str]], str | None]
+#: A cheap test that is true of every text the rule's pattern can match (false: skip the rule).
+Precheck = Callable[[str], bool]
+_DIGIT = re.compile(r"\d")
+_KEY_PREFIXES = ("sk", "pk", "rk", "xox", "gh", "gl", "hf", "AKIA", "ASIA", "AIza")
+
+
+def _has_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+#: Prechecks of the built-in rules, by position in ``BUILTIN_RULES``: each only needs what
+#: its pattern cannot match without (a literal, a digit), case folding included.
+_PRECHECKS: list[Precheck] = [
+    lambda text: "bearer" in text.lower(),
+    lambda text: "eyJ" in text,
+    lambda text: any(prefix in text for prefix in _KEY_PREFIXES),
+    lambda text: "=" in text or ":" in text,
+    lambda text: "@" in text,
+    _has_digit,
+    _has_digit,
+    _has_digit,
+]
 
 #: (name, pattern, replacement) in the order they are applied; secrets first.
 BUILTIN_RULES: list[tuple[str, str, Replacement]] = [
@@ -85,13 +108,19 @@ class Redactor:
     counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        rules = list(BUILTIN_RULES) if self.builtin else []
-        rules += [(name.upper(), pattern, f"<{name.upper()}>") for name, pattern in self.patterns.items()]
-        self._rules = [(name, re.compile(pattern), repl) for name, pattern, repl in rules]
+        rules: list[tuple[str, str, Replacement, Precheck | None]] = (
+            [(*rule, check) for rule, check in zip(BUILTIN_RULES, _PRECHECKS, strict=True)] if self.builtin else []
+        )
+        rules += [(name.upper(), pattern, f"<{name.upper()}>", None) for name, pattern in self.patterns.items()]
+        self._rules = [
+            (re.compile(pattern), functools.partial(self._replace, name, repl), check)
+            for name, pattern, repl, check in rules
+        ]
 
     def text(self, value: str) -> str:
-        for name, regex, repl in self._rules:
-            value = regex.sub(lambda m, name=name, repl=repl: self._replace(name, repl, m), value)
+        for regex, replace, check in self._rules:
+            if check is None or check(value):
+                value = regex.sub(replace, value)
         return value
 
     def _replace(self, name: str, repl: Replacement, match: re.Match[str]) -> str:

@@ -30,10 +30,11 @@ class Sanitizer:
     def text(self, value: str) -> str:
         if "\x00" in value:
             value = value.replace("\x00", "")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            value = _SURROGATES.sub("\ufffd", value)
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                value = _SURROGATES.sub("\ufffd", value)
         if len(value) > self.max_chars:
             self.truncated = True
             value = f"{value[: self.max_chars]}…[truncated {len(value) - self.max_chars} chars]"

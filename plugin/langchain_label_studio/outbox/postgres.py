@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from ..gil import step_aside
 from ..record import CaptureRecord
 from .base import Claimed, OutboxStats, OutboxUnavailable, SessionTask, within_cap
 
@@ -309,9 +309,9 @@ class PostgresOutbox:
 
         rows = self._run(work)
         claimed = []
-        for seq, payload, attempts, sent in sorted(rows):
+        for i, (seq, payload, attempts, sent) in enumerate(sorted(rows)):
             claimed.append(Claimed(seq, CaptureRecord.from_json(payload), attempts, bool(sent), len(payload)))
-            time.sleep(0)  # let the app's threads have the GIL between records
+            step_aside(i)
         return claimed
 
     def _update(self, name: str, seqs: list[int], **args: Any) -> None:
