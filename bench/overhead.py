@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.overhead [--seconds 10] [--concurrency 8] [--rounds 2]
 
 Scenarios: an instant fake model (the worst case) and a 200 ms one, each with Label Studio
-up, down, and answering 2 s slow.
+up, down, and answering 2 s slow; and the instant model with delivery beside the app (the app
+run with ``LABEL_STUDIO_DELIVERY=off``, ``langchain-label-studio deliver`` on the other core).
 Load comes from ``wrk`` when it is installed (``apt-get install wrk``), else from
 ``bench/load.py`` (a Python client, itself a bottleneck near 600 req/s on this machine).
 The app is pinned to core 0; the load generator and Label Studio to core 1, Label Studio
@@ -107,6 +108,7 @@ def main() -> None:
         ("instant model, Label Studio 2 s slow", 0, "slow"),
         ("200 ms model, Label Studio down", 200, "down"),
         ("200 ms model, Label Studio 2 s slow", 200, "slow"),
+        ("instant model, LS up, deliver beside", 0, "beside"),
     ]
     loader = "wrk" if shutil.which("wrk") else "bench/load.py"
     print(
@@ -126,7 +128,7 @@ def main() -> None:
         else:
             proxy.start() if proxy._server is None else None
             proxy.delay = 2.0
-            proxy.set_mode(ls_mode)
+            proxy.set_mode("pass" if ls_mode == "beside" else ls_mode)
         base_env = {"BENCH_DELAY_MS": str(delay), "BENCH_PROJECT": f"Bench {time.strftime('%Y%m%d-%H%M%S')}"}
         plugin_env = {
             **base_env,
@@ -135,10 +137,19 @@ def main() -> None:
             "LABEL_STUDIO_API_KEY": server.api_key,
             "LABEL_STUDIO_STATE_DIR": str(state / str(index)),
         }
+        deliver = None
+        if ls_mode == "beside":  # the app only captures; `langchain-label-studio deliver` runs on the other core
+            plugin_env["LABEL_STUDIO_DELIVERY"] = "off"
+            deliver_env = {**os.environ, **plugin_env, "LABEL_STUDIO_DELIVERY": "on"}
+            cmd = [*pinned(1), sys.executable, "-m", "langchain_label_studio.cli", "deliver", "--report-every", "0"]
+            deliver = subprocess.Popen(cmd, cwd=ROOT, env=deliver_env, stderr=subprocess.DEVNULL)
         bare, plugin = [], []
         for _ in range(args.rounds):
             bare.append(measure(base_env, args))
             plugin.append(measure(plugin_env, args))
+        if deliver is not None:
+            deliver.terminate()
+            deliver.wait(60)
         avg = lambda runs, key: sum(r[key] for r in runs) / len(runs)  # noqa: E731
         b_rps, p_rps = avg(bare, "rps"), avg(plugin, "rps")
         b50, p50, b99, p99 = avg(bare, "p50_ms"), avg(plugin, "p50_ms"), avg(bare, "p99_ms"), avg(plugin, "p99_ms")
