@@ -348,3 +348,41 @@ def test_a_full_shared_outbox_keeps_known_sessions_and_frees_space_once_delivere
     assert outbox.size_bytes() > 400_000, "the table keeps its size on disk"
     assert outbox.put_many([turn("after", "z")]) == 1
     outbox.close()
+
+
+def test_while_postgres_is_unreachable_captures_wait_in_memory_bounded_and_counted(label_studio, admin, pg_url):
+    from faults import FaultProxy
+
+    from langchain_label_studio.pipeline import Pipeline
+    from langchain_label_studio.project import Project
+    from langchain_label_studio.record import CaptureRecord
+    from langchain_label_studio.settings import Settings
+
+    proxy = FaultProxy(5432)  # not started: PostgreSQL refuses connections
+    db = pg_url.rsplit("/", 1)[1]
+    title = f"pg-down-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        url=label_studio.url,
+        api_key=label_studio.api_key,
+        outbox=f"postgresql://postgres@127.0.0.1:{proxy.port}/{db}",
+        max_buffer=50,
+        before_capture=lambda record: seen.append(record.capture_id) or record,
+    )
+    seen: list[str] = []
+    pipeline = Pipeline(settings)
+    project = Project(title).to_dict()
+    accepted = [pipeline.submit(CaptureRecord(project, f"prompt {i}", f"answer {i}")) for i in range(80)]
+    assert accepted == [True] * 50 + [False] * 30
+    health = pipeline.health()
+    assert health["outbox_error"] and "unavailable" in health["outbox_error"]
+    assert health["pending"] == 50 and health["dropped"] == 30
+
+    proxy.start()  # PostgreSQL is back: what waited in memory is committed and delivered
+    try:
+        assert pipeline.flush(90), pipeline.health()
+    finally:
+        pipeline.close()
+        proxy.close()
+    prompts = sorted(t["data"]["prompt"] for t in tasks_where(admin, title))
+    assert prompts == sorted(f"prompt {i}" for i in range(50))
+    assert len(seen) == len(set(seen)) == 50, "a record went through before_capture more than once"

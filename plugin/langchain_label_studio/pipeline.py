@@ -52,20 +52,27 @@ class Pipeline:
         self._start_lock = threading.Lock()
         self._committed_through = 0
         self._submitted = 0
+        #: Records taken by the writer and not yet stored (counted against ``max_buffer``), and
+        #: those of a failed write, already redacted, waiting for the next attempt.
         self._writing = 0
+        self._retry: list[CaptureRecord] = []
+        self._buffer_lock = threading.Lock()
         _live.add(self)
 
     # -- request path --------------------------------------------------------------------
     def submit(self, record: CaptureRecord) -> bool:
         """Queue a record for delivery without blocking. False if the buffer is full."""
         self._ensure_started()
-        if len(self._buffer) >= self.settings.max_buffer:
+        with self._buffer_lock:
+            full = len(self._buffer) + self._writing >= self.settings.max_buffer
+            if not full:
+                self._buffer.append(record)
+        if full:
             self.metrics.add("dropped")
             self.metrics.warn(
                 f"capture buffer full ({self.settings.max_buffer} records not yet on disk): dropping captures"
             )
             return False
-        self._buffer.append(record)
         self._submitted += 1
         self.metrics.add("captured")
         return True
@@ -78,7 +85,8 @@ class Pipeline:
             if self._pid == os.getpid() and not self._stop.is_set():
                 return
             if self._pid != os.getpid():  # a fresh process (or a fork): own buffer, own threads
-                self._buffer = deque()
+                self._buffer, self._retry, self._writing = deque(), [], 0
+                self._buffer_lock = threading.Lock()
                 self._submitted = self._committed_through = 0
             self._stop.clear()
             self._threads = [threading.Thread(target=self._write_loop, name="label-studio-writer", daemon=True)]
@@ -102,23 +110,27 @@ class Pipeline:
         self._commit()
 
     def _commit(self) -> None:
-        batch: list[CaptureRecord] = []
-        while self._buffer and len(batch) < 5000:
-            batch.append(self._buffer.popleft())
-        if not batch:
+        with self._buffer_lock:
+            batch, self._retry = self._retry, []
+            fresh: list[CaptureRecord] = []
+            while self._buffer and len(batch) + len(fresh) < 5000:
+                fresh.append(self._buffer.popleft())
+            self._writing = len(batch) + len(fresh)
+        if not batch and not fresh:
             return
-        taken = self._writing = len(batch)
-        batch = self._protect(batch)
-        self._committed_through += taken - len(batch)  # dropped by the hook: settled
+        protected = self._protect(fresh)
+        self._committed_through += len(fresh) - len(protected)  # dropped by the hook: settled
+        batch += protected
         try:
             stored = self.outbox.put_many(batch)
-        except Exception as exc:  # disk full, permissions...: keep the records in memory
-            self._buffer.extendleft(reversed(batch))
-            self._writing = 0
+        except Exception as exc:  # disk full, database down...: keep the records in memory
+            with self._buffer_lock:
+                self._retry, self._writing = batch, len(batch)
             self.metrics.error(f"cannot write the capture outbox {self.outbox.location}: {exc}")
             time.sleep(0.5)
             return
-        self._writing = 0
+        with self._buffer_lock:
+            self._writing = 0
         if stored < len(batch):
             self.metrics.add("dropped", len(batch) - stored)
             self.metrics.warn(
