@@ -35,6 +35,7 @@ from bench.overhead import load_with_python, load_with_wrk, pinned
 from langchain_label_studio import local
 from langchain_label_studio.client import LabelStudioClient
 from langchain_label_studio.label_config import PROMPT_CONFIG, parse_layout
+from langchain_label_studio.outbox import open_outbox
 from langchain_label_studio.pipeline import Pipeline
 from langchain_label_studio.settings import Settings
 from langchain_label_studio.task import build_task
@@ -62,7 +63,9 @@ def drain(settings: Settings) -> None:
 
 def drain_rate(server: local.LocalServer, n: int, outbox: str | None, workers: int, title: str) -> float:
     settings = Settings(url=server.url, api_key=server.api_key, state_dir=tempfile.mkdtemp(), outbox=outbox)
-    Pipeline(settings).outbox.put_many(backlog(title, n))
+    store = open_outbox(settings)
+    store.put_many(backlog(title, n))
+    store.close()
     env = {**os.environ, "LABEL_STUDIO_URL": server.url, "LABEL_STUDIO_API_KEY": server.api_key}
     env.update(LABEL_STUDIO_STATE_DIR=str(settings.state_dir), LABEL_STUDIO_OUTBOX_URL=outbox or "")
     started = time.perf_counter()

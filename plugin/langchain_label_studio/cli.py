@@ -137,9 +137,7 @@ def _outbox(args: argparse.Namespace) -> Outbox:
     settings = _settings(args)
     found = operations.outboxes(settings)
     if args.url:
-        found = [
-            o for o in found if (o.meta().get("label_studio_url") or getattr(o, "server", None)) == args.url.rstrip("/")
-        ]
+        found = [o for o in found if operations.server_of(o) == args.url.rstrip("/")]
     if len(found) != 1:
         where = operations.outbox_home(settings)
         raise ValueError(
@@ -179,7 +177,7 @@ def _dead_letters(args: argparse.Namespace) -> int:
         moved = outbox.requeue_dead_letters(seqs)
         print(f"{moved} dead letter(s) back in the queue")
         if moved and not args.no_deliver:
-            url = outbox.meta().get("label_studio_url") or getattr(outbox, "server", None)
+            url = operations.server_of(outbox)
             settings = _settings(args)
             pipeline = Pipeline(Settings(url=url, state_dir=settings.state_dir, outbox=settings.outbox))
             delivered = pipeline.flush(args.timeout)

@@ -210,15 +210,14 @@ class LabelStudioMiddleware:
             return self._matches[path]
         except KeyError:
             pass
-        match = self._match(path, "POST")
+        match = self._match(path)
         if len(self._matches) >= _MATCH_CACHE_SIZE:
             self._matches.clear()
         self._matches[path] = match
         return match
 
-    def _match(self, path: str, method: str) -> tuple[str, Project] | None:
-        if method != "POST":
-            return None
+    def _match(self, path: str) -> tuple[str, Project] | None:
+        """The route and project a POST to ``path`` is captured into, if any."""
         for prefix, project in self.routes:
             if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
                 rest = path[len(prefix) :].strip("/").split("/")

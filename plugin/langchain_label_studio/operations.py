@@ -28,6 +28,11 @@ def outboxes(settings: Settings) -> list[Outbox]:
     return [SQLiteOutbox(path) for path in sorted(Path(settings.state_dir or "").glob("outbox-*.db"))]
 
 
+def server_of(outbox: Outbox) -> str | None:
+    """The Label Studio URL an outbox's records are for."""
+    return outbox.meta().get("label_studio_url") or getattr(outbox, "server", None)
+
+
 def outbox_home(settings: Settings) -> str:
     """Where :func:`outboxes` looks, for messages."""
     if settings.outbox:
@@ -61,7 +66,7 @@ def status(settings: Settings) -> list[dict[str, Any]]:
     reports = []
     for outbox in outboxes(settings):
         stats, meta = outbox.stats(), outbox.meta()
-        url = meta.get("label_studio_url") or getattr(outbox, "server", "?")
+        url = server_of(outbox) or "?"
         last_at = float(meta["last_error_at"]) if "last_error_at" in meta else None
         reports.append(
             {

@@ -138,6 +138,12 @@ class Pipeline:
                 "new sessions are not captured until Label Studio catches up"
             )
         self._committed_through += len(batch)
+        if not self._meta_written:  # the outbox is reachable: note which server its records are for
+            try:
+                self.outbox.set_meta(label_studio_url=self.settings.url or "")
+                self._meta_written = True
+            except Exception:  # only a note for `status`: tried again on the next commit
+                pass
 
     def _protect(self, batch: list[CaptureRecord]) -> list[CaptureRecord]:
         """The user's ``before_capture`` hook, then redaction: nothing unredacted reaches the disk."""
@@ -170,9 +176,6 @@ class Pipeline:
                 self._wake_delivery.clear()
                 continue
             try:
-                if not self._meta_written:
-                    self.outbox.set_meta(label_studio_url=self.settings.url or "")
-                    self._meta_written = True
                 taken = self.delivery.step()
             except OutboxUnavailable as exc:  # e.g. the database restarting: records wait where they are
                 self.metrics.error(str(exc))
