@@ -204,16 +204,25 @@ def _restart_postgres() -> None:
 
 def test_postgres_restart_mid_load_loses_nothing(label_studio, admin, tmp_path, pg_url):
     project = f"replicas-pg-{uuid.uuid4().hex[:8]}"
-    sessions = [f"p{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(100)]
+    sessions: list[str] = []
     log: list = []
     with replicas(label_studio, tmp_path, pg_url, project) as reps:
         with concurrent.futures.ThreadPoolExecutor(1) as restarter:
-            restarted = restarter.submit(lambda: (time.sleep(1.5), _restart_postgres()))
+            restarted = restarter.submit(lambda: (time.sleep(1.5), _restart_postgres(), time.monotonic())[-1])
             started = time.monotonic()
-            converse(reps, sessions, 3, log, workers=4)
-            restarted.result()
-        assert len(log) == 300
-        assert max(at for *_, at in log) - started > 2, "the load ended before the restart"
+            # Sessions go on in rounds of 20 through the restart, until one round has run after it
+            # (and at least 100 sessions in all).
+            while True:
+                after_restart = restarted.done()
+                batch = [f"p{len(sessions) + i:03d}-{uuid.uuid4().hex[:6]}" for i in range(20)]
+                sessions += batch
+                converse(reps, batch, 3, log, workers=4)
+                if after_restart and len(sessions) >= 100:
+                    break
+            restart_ended = restarted.result()
+        assert len(log) == 3 * len(sessions)
+        answered = [at for *_, at in log]
+        assert min(answered) < started + 1.5 and max(answered) > restart_ended, "the load did not span the restart"
         health = wait_all_delivered(reps[0])
         other = reps[1].health()
     assert health["dropped"] == 0 and other["dropped"] == 0
