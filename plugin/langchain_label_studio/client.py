@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from .record import dumps
+
 DEFAULT_URL = "http://localhost:8080"
 
 
@@ -115,7 +117,7 @@ class LabelStudioClient:
 
     # -- transport --------------------------------------------------------------------
     def _send(self, method: str, path: str, auth: bool = True, **kwargs: Any) -> httpx.Response:
-        headers = self._auth_header() if auth else {}
+        headers = {**(self._auth_header() if auth else {}), **kwargs.pop("headers", {})}
         try:
             return self._http.request(method, path, headers=headers, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -189,7 +191,8 @@ class LabelStudioClient:
             f"/api/projects/{project_id}/import",
             f"importing {len(tasks)} task(s)",
             params={"return_task_ids": "true"},
-            json=tasks,
+            content=dumps(tasks).encode(),
+            headers={"Content-Type": "application/json"},
         ).json()
         return list(body.get("task_ids") or [])
 

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from datetime import datetime, timezone
 from typing import Any
@@ -29,6 +28,7 @@ from .capture import CaptureContext, CaptureHandler, current_handler
 from .feedback import DEFAULT_TTL_S, FeedbackError, FeedbackTokens, RateLimiter, feedback_record, parse_feedback
 from .pipeline import Pipeline, get_pipeline
 from .project import Project
+from .record import new_id
 from .sanitize import DEFAULT_MAX_CHARS
 from .settings import Settings
 
@@ -231,7 +231,7 @@ class LabelStudioMiddleware:
     # -- identity ---------------------------------------------------------------------------
     def _context(self, scope: Scope, headers: Mapping[bytes, bytes], route: str, project: Project) -> CaptureContext:
         incoming = headers.get(self.request_id_header, b"").decode("latin-1")
-        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _SAFE_ID.match(incoming) else new_id()
         recorded = {h.decode(): _header(headers, h) for h in self.record_headers if h in headers}
         context = CaptureContext(
             project=project,

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import orjson
+
 Dialogue = list[dict[str, Any]]
+
+
+def new_id() -> str:
+    """A random id: 32 hex digits."""
+    return os.urandom(16).hex()
 
 
 @dataclass
@@ -28,7 +35,7 @@ class CaptureRecord:
     data: dict[str, Any] = field(default_factory=dict)
     session: str | None = None
     model_version: str | None = None
-    capture_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    capture_id: str = field(default_factory=new_id)
     captured_at: float = field(default_factory=time.time)
     #: ``capture`` (a prompt or a conversation) or ``feedback`` (added to the task(s) of
     #: the capture named in ``target``: ``{"request_id", "session_id"}``).
@@ -42,11 +49,19 @@ class CaptureRecord:
         return f"id:{pid}" if pid is not None else f"title:{self.project['title']}"
 
     def to_json(self) -> str:
-        return _ENCODER.encode({f: getattr(self, f) for f in _FIELDS})
+        return dumps({f: getattr(self, f) for f in _FIELDS})
 
     @classmethod
-    def from_json(cls, text: str) -> CaptureRecord:
-        return cls(**json.loads(text))
+    def from_json(cls, text: str | bytes) -> CaptureRecord:
+        return cls(**orjson.loads(text))
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON; values that are not JSON types become their ``str()``."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # what orjson refuses (integers past 64 bits, non-string keys): the slow way
+        return _ENCODER.encode(value)
 
 
 _FIELDS = [f.name for f in fields(CaptureRecord)]

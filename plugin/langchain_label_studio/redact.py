@@ -69,6 +69,20 @@ _PRECHECKS: list[Precheck] = [
     _has_digit,
 ]
 
+_MARK_OR_DIGIT = re.compile(r"[=:@\d]")
+_KEY_START = re.compile(r"\b(?:sk|pk|rk|xox|gh|gl|hf|AKIA|ASIA|AIza)")
+
+
+def _may_match_builtin(text: str) -> bool:
+    """False when no built-in rule can match: each match holds one of these (cheapest first)."""
+    return (
+        _MARK_OR_DIGIT.search(text) is not None
+        or "eyJ" in text
+        or "bearer" in text.lower()
+        or _KEY_START.search(text) is not None
+    )
+
+
 #: (name, pattern, replacement) in the order they are applied; secrets first.
 BUILTIN_RULES: list[tuple[str, str, Replacement]] = [
     ("SECRET", r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}", "Bearer <SECRET>"),
@@ -116,6 +130,9 @@ class Redactor:
             (re.compile(pattern), functools.partial(self._replace, name, repl), check)
             for name, pattern, repl, check in rules
         ]
+        #: Only the built-in rules are known to match the joined strings of a record wherever
+        #: they match one of them (their anchors are word boundaries, which NUL keeps apart).
+        self._joinable = not self.patterns
 
     def text(self, value: str) -> str:
         for regex, replace, check in self._rules:
@@ -143,8 +160,44 @@ class Redactor:
         """Redact a record in place (prompt, answer, every data value) and return it."""
         if not self._rules:
             return record
+        if self._joinable and not self._matches_any(record):
+            return record
         record.prompt = self.value(record.prompt)
         if record.response is not None:
             record.response = self.text(record.response)
         record.data = self.value(record.data)
         return record
+
+    def _matches_any(self, record: CaptureRecord) -> bool:
+        """Whether any rule matches somewhere in the record (most records: no, one pass each).
+
+        The strings are joined with NUL, which no rule's match needs: a rule that matches
+        inside one string matches the joined text, so "no match" there means none anywhere.
+        Generated ids are left out of the test (they cannot match).
+        """
+        strings: list[str] = []
+        _collect(record.prompt, strings)
+        if record.response is not None:
+            strings.append(record.response)
+        _collect(record.data, strings)
+        joined = "\x00".join(strings)
+        if not _may_match_builtin(joined):
+            return False
+        return any((check is None or check(joined)) and regex.search(joined) for regex, _, check in self._rules)
+
+
+#: A request or run id as generated here: no built-in rule can match inside it (a
+#: 32-character word has no boundary for the digit rules, and no secret prefix is hex).
+_GENERATED_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _collect(value: Any, into: list[str]) -> None:
+    if isinstance(value, str):
+        if len(value) != 32 or not _GENERATED_ID.fullmatch(value):
+            into.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect(item, into)
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, into)

@@ -171,7 +171,7 @@ class SQLiteOutbox:
         now = time.time()
         with self._tx() as db:
             first = db.execute(
-                f"SELECT project_key FROM records WHERE not_before <= ? AND NOT {_HELD} ORDER BY seq LIMIT 1",
+                f"SELECT project_key FROM records WHERE +not_before <= ? AND NOT {_HELD} ORDER BY seq LIMIT 1",
                 (now, now),
             ).fetchone()
             if first is None:
@@ -179,7 +179,7 @@ class SQLiteOutbox:
             rows = db.execute(
                 f"""
                 SELECT seq, payload, attempts, sent FROM records AS r
-                WHERE project_key = ? AND not_before <= ? AND NOT {_HELD}
+                WHERE project_key = ? AND +not_before <= ? AND NOT {_HELD}
                   AND (session IS NULL OR NOT EXISTS (
                         SELECT 1 FROM records AS o
                         WHERE o.project_key = r.project_key AND o.session = r.session
