@@ -251,24 +251,25 @@ class CaptureHandler(BaseCallbackHandler):
     def _record(self, root: _Root, outputs: Any, error: BaseException | None) -> CaptureRecord | None:
         ctx = self.context
         clean = Sanitizer(self.max_chars) if self.max_chars else Sanitizer()
-        meta = {k: v for k, v in root.metadata.items() if not k.startswith(_INTERNAL_METADATA)}
-        late = ctx.identity() if ctx.identity else {}
+        metadata = root.metadata
+        meta = {k: v for k, v in metadata.items() if not k.startswith(_INTERNAL_METADATA)} if metadata else {}
+        late = ctx.identity() if ctx.identity else None
         session = (
-            _str(late.get("session_id"))
+            (late and _str(late.get("session_id")))
             or ctx.session_id
             or _str(meta.get("session_id"))
             or _str(meta.get("thread_id"))
         )
         user = (
-            _str(late.get("user_id"))
+            (late and _str(late.get("user_id")))
             or ctx.user_id
             or _str(meta.get("user_id"))
-            or _str(root.metadata.get("langgraph_auth_user_id"))
+            or _str(metadata.get("langgraph_auth_user_id"))
         )
-        if str(meta.get(OPT_OUT_KEY, "")).lower() in ("false", "off", "0", "no"):
+        if meta.get(OPT_OUT_KEY) is not None and str(meta[OPT_OUT_KEY]).lower() in ("false", "off", "0", "no"):
             self.pipeline.metrics.skip("opted_out")
             return None
-        if not sampled(session or ctx.request_id or "", ctx.sample_rate):
+        if ctx.sample_rate < 1.0 and not sampled(session or ctx.request_id or "", ctx.sample_rate):
             self.pipeline.metrics.skip("sampled_out")
             return None
         data: dict[str, Any] = {
@@ -276,30 +277,33 @@ class CaptureHandler(BaseCallbackHandler):
             "session_id": session,
             "route": ctx.route,
             "request_id": ctx.request_id,
-            **ctx.extra,
         }
+        extra: dict[str, Any] = dict(ctx.extra)
         for key in _RUN_KEYS:  # LangGraph Server runs: which run, assistant and graph
             if meta.get(key) is not None:
-                data[key] = str(meta[key])
+                extra[key] = str(meta[key])
         if root.tags:
-            data["tags"] = root.tags
+            extra["tags"] = root.tags
         if meta:
-            data["metadata"] = meta
+            extra["metadata"] = meta
         if root.model:
-            data["model"] = root.model
+            extra["model"] = root.model
         if root.name:
-            data["run_name"] = root.name
+            extra["run_name"] = root.name
         if error is not None:
-            data["error"] = f"{type(error).__name__}: {error}"
+            extra["error"] = f"{type(error).__name__}: {error}"
 
         if ctx.project.mode == "chat":
             prompt, response, state = self._chat(root, outputs)
             if state is not None:
-                data["state"] = state
+                extra["state"] = state
         else:
             prompt, response = self._prompt(root, outputs)
             session = None
-        data = clean.value(data)
+        for key, value in data.items():
+            if value is not None:
+                data[key] = clean.text(str(value))
+        data.update(clean.value(extra))
         prompt = clean.value(prompt)
         response = clean.text(response) if response is not None else None
         if clean.truncated:
