@@ -85,6 +85,10 @@ class CaptureHandler(BaseCallbackHandler):
 
     run_inline = True
     raise_error = False
+    #: Events a capture never uses: LangChain does not dispatch them to this handler.
+    ignore_agent = True
+    ignore_retry = True
+    ignore_custom_event = True
 
     def __init__(self, pipeline: Pipeline, context: CaptureContext, max_chars: int | None = None) -> None:
         super().__init__()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,17 +43,26 @@ class Sanitizer:
 
     def value(self, value: Any, depth: int = 0) -> Any:
         """A JSON-able copy of ``value`` (messages become dialogue items)."""
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
             return self.text(value)
-        if value is None or isinstance(value, (bool, int, float)):
+        if value is None or kind is bool or kind is int or kind is float:
             return value
         if depth > 20:
             return self.text(repr(value))
+        if kind is dict:
+            return {self.text(k if type(k) is str else str(k)): self.value(v, depth + 1) for k, v in value.items()}
+        if kind is list:
+            return [self.value(v, depth + 1) for v in value]
+        if isinstance(value, str):
+            return self.text(str(value))
+        if isinstance(value, (bool, int, float)):
+            return value
         if isinstance(value, BaseMessage):
             return self.value(to_dialogue_item(value), depth + 1)
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):
             return {self.text(str(k)): self.value(v, depth + 1) for k, v in value.items()}
-        if isinstance(value, (list, tuple, set)):
+        if isinstance(value, (list, tuple, set, frozenset)):
             return [self.value(v, depth + 1) for v in value]
         if hasattr(value, "model_dump"):
             try:
