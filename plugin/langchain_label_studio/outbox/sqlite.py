@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS records (
     lease_owner TEXT,
     lease_until REAL NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS records_due ON records (not_before, seq);
+DROP INDEX IF EXISTS records_due;
 CREATE INDEX IF NOT EXISTS records_session ON records (project_key, session);
 CREATE TABLE IF NOT EXISTS sessions (
     project_key TEXT NOT NULL,
