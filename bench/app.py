@@ -1,20 +1,25 @@
 """The benchmark app: a LangServe prompt route on a fake model, with or without the plugin.
 
-Env: BENCH_CAPTURE=1 adds the middleware; BENCH_DELAY_MS makes the model take that long.
+Env: BENCH_CAPTURE=1 adds the middleware; BENCH_CAPTURE=noop instead attaches a LangChain
+callback handler that does nothing to every run of a request (what LangChain itself costs any
+callback-based capture); BENCH_DELAY_MS makes the model take that long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 from typing import Any
 
 from fastapi import FastAPI
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.tracers.context import register_configure_hook
 from langserve import add_routes
 
 from langchain_label_studio import LabelStudioMiddleware
@@ -41,3 +46,34 @@ app = FastAPI()
 add_routes(app, chain, path="/ask")
 if os.environ.get("BENCH_CAPTURE") == "1":
     app.add_middleware(LabelStudioMiddleware, routes={"/ask": os.environ.get("BENCH_PROJECT", "Bench")}, health=True)
+
+
+class NoopHandler(BaseCallbackHandler):
+    """Sees every event of every run and does nothing with it."""
+
+    run_inline = True
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+noop_handler: contextvars.ContextVar[NoopHandler | None] = contextvars.ContextVar("bench_noop", default=None)
+register_configure_hook(noop_handler, inheritable=True)
+
+
+class NoopCapture:
+    """An ASGI middleware giving each request a handler, the way the plugin attaches its own."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        token = noop_handler.set(NoopHandler() if scope["type"] == "http" else None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            noop_handler.reset(token)
+
+
+if os.environ.get("BENCH_CAPTURE") == "noop":
+    app.add_middleware(NoopCapture)

@@ -3,8 +3,10 @@
     .venv/bin/python -m bench.overhead [--seconds 10] [--concurrency 8] [--rounds 2]
 
 Scenarios: an instant fake model (the worst case) and a 200 ms one, each with Label Studio
-up, down, and answering 2 s slow; and the instant model with delivery beside the app (the app
-run with ``LABEL_STUDIO_DELIVERY=off``, ``langchain-label-studio deliver`` on the other core).
+up, down, and answering 2 s slow; the instant model with delivery beside the app (the app
+run with ``LABEL_STUDIO_DELIVERY=off``, ``langchain-label-studio deliver`` on the other core);
+and, for reference, the instant model with a LangChain callback handler that does nothing in
+place of the plugin (the part of the cost that is LangChain's dispatch of callback events).
 Load comes from ``wrk`` when it is installed (``apt-get install wrk``), else from
 ``bench/load.py`` (a Python client, itself a bottleneck near 600 req/s on this machine).
 The app is pinned to core 0; the load generator and Label Studio to core 1, Label Studio
@@ -109,6 +111,7 @@ def main() -> None:
         ("200 ms model, Label Studio down", 200, "down"),
         ("200 ms model, Label Studio 2 s slow", 200, "slow"),
         ("instant model, LS up, deliver beside", 0, "beside"),
+        ("instant model, no-op LangChain handler", 0, "noop"),
     ]
     loader = "wrk" if shutil.which("wrk") else "bench/load.py"
     print(
@@ -128,7 +131,7 @@ def main() -> None:
         else:
             proxy.start() if proxy._server is None else None
             proxy.delay = 2.0
-            proxy.set_mode("pass" if ls_mode == "beside" else ls_mode)
+            proxy.set_mode("slow" if ls_mode == "slow" else "pass")
         base_env = {"BENCH_DELAY_MS": str(delay), "BENCH_PROJECT": f"Bench {time.strftime('%Y%m%d-%H%M%S')}"}
         plugin_env = {
             **base_env,
@@ -137,6 +140,8 @@ def main() -> None:
             "LABEL_STUDIO_API_KEY": server.api_key,
             "LABEL_STUDIO_STATE_DIR": str(state / str(index)),
         }
+        if ls_mode == "noop":  # reference: LangChain's dispatch to a handler that does nothing
+            plugin_env = {**base_env, "BENCH_CAPTURE": "noop"}
         deliver = None
         if ls_mode == "beside":  # the app only captures; `langchain-label-studio deliver` runs on the other core
             plugin_env["LABEL_STUDIO_DELIVERY"] = "off"
