@@ -228,20 +228,21 @@ class Delivery:
             self.outbox.done([c.seq for c in turns])
             self.metrics.add("delivered", len(turns))
             return True
-        task = self.client.get_task(mapping.task_id)
-        if task is None or _is_annotated(task):
-            return False
-        data = build_task(record, project.layout)["data"]
-        data.update({k: task["data"][k] for k in FEEDBACK_KEYS if k in (task.get("data") or {})})
-        self.client.update_task(task["id"], data)
+        with self.outbox.lock("import"):  # one write at a time per server, as for imports
+            task = self.client.get_task(mapping.task_id)
+            if task is None or _is_annotated(task):
+                return False
+            data = build_task(record, project.layout)["data"]
+            data.update({k: task["data"][k] for k in FEEDBACK_KEYS if k in (task.get("data") or {})})
+            self.client.update_task(task["id"], data)
+            if record.response is not None:
+                pred = prediction(record, project.layout)
+                existing = task.get("predictions") or []
+                if existing:
+                    self.client.update_prediction(existing[-1]["id"], pred)
+                else:
+                    self.client.create_prediction(task["id"], pred)
         self.outbox.set_session_task(record.project_key, record.session or "", task["id"], None, record.captured_at)
-        if record.response is not None:
-            pred = prediction(record, project.layout)
-            existing = task.get("predictions") or []
-            if existing:
-                self.client.update_prediction(existing[-1]["id"], pred)
-            else:
-                self.client.create_prediction(task["id"], pred)
         self.outbox.done([c.seq for c in turns])
         self.metrics.add("updated", len(turns))
         self.metrics.add("delivered", len(turns))
@@ -263,8 +264,8 @@ class Delivery:
         seqs = [c.seq for group, _ in batch for c in group]
         self.outbox.mark_sent(seqs)
         try:
-            # One import at a time per machine: Label Studio on SQLite can drop the predictions
-            # of imports that run at the same time.
+            # One write at a time per server (imports and session updates): Label Studio on
+            # SQLite can drop the predictions of imports that run beside other writes.
             with self.outbox.lock("import"):
                 ids = self.client.import_tasks(project.id, [task for _, task in batch])
         except Rejected as exc:
