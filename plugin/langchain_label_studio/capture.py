@@ -273,7 +273,7 @@ class CaptureHandler(BaseCallbackHandler):
         if meta.get(OPT_OUT_KEY) is not None and str(meta[OPT_OUT_KEY]).lower() in ("false", "off", "0", "no"):
             self.pipeline.metrics.skip("opted_out")
             return None
-        if ctx.sample_rate < 1.0 and not sampled(session or ctx.request_id or "", ctx.sample_rate):
+        if not sampled(session or ctx.request_id or "", ctx.sample_rate):
             self.pipeline.metrics.skip("sampled_out")
             return None
         data: dict[str, Any] = {

@@ -70,7 +70,7 @@ _PRECHECKS: list[Precheck] = [
 ]
 
 _MARK_OR_DIGIT = re.compile(r"[=:@\d]")
-_KEY_START = re.compile(r"\b(?:sk|pk|rk|xox|gh|gl|hf|AKIA|ASIA|AIza)")
+_KEY_START = re.compile(rf"\b(?:{'|'.join(_KEY_PREFIXES)})")
 
 
 def _may_match_builtin(text: str) -> bool:

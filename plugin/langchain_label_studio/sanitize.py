@@ -50,9 +50,9 @@ class Sanitizer:
             return value
         if depth > 20:
             return self.text(repr(value))
-        if kind is dict:
+        if isinstance(value, Mapping):
             return {self.text(k if type(k) is str else str(k)): self.value(v, depth + 1) for k, v in value.items()}
-        if kind is list:
+        if isinstance(value, (list, tuple, set, frozenset)):
             return [self.value(v, depth + 1) for v in value]
         if isinstance(value, str):
             return self.text(str(value))
@@ -60,10 +60,6 @@ class Sanitizer:
             return value
         if isinstance(value, BaseMessage):
             return self.value(to_dialogue_item(value), depth + 1)
-        if isinstance(value, Mapping):
-            return {self.text(str(k)): self.value(v, depth + 1) for k, v in value.items()}
-        if isinstance(value, (list, tuple, set, frozenset)):
-            return [self.value(v, depth + 1) for v in value]
         if hasattr(value, "model_dump"):
             try:
                 return self.value(value.model_dump(), depth + 1)
