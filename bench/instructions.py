@@ -93,29 +93,16 @@ def serve(variant: str, requests: int) -> None:
 
 def deliver(records: int) -> None:
     """Deliver a backlog of ``records`` prompt records; only the delivery is measured."""
-    from langchain_label_studio import CaptureRecord, Settings, local
+    from bench.delivery import backlog
+    from langchain_label_studio import Settings, local
     from langchain_label_studio.pipeline import Pipeline
 
     server = local.up()
     pipeline = Pipeline(Settings(url=server.url, api_key=server.api_key, state_dir=tempfile.mkdtemp(), deliver=False))
-    project = {"title": f"Instructions {os.getpid()}", "id": None, "mode": "prompt", "label_config": None}
-
-    def fill(n: int) -> None:
-        pipeline.outbox.put_many(
-            [
-                CaptureRecord(
-                    project=dict(project),
-                    prompt=[{"role": "user", "content": "Tell me about cats"}],
-                    response="answer to Tell me about cats",
-                    data={"user_id": "bench", "route": "/ask", "request_id": os.urandom(16).hex()},
-                )
-                for _ in range(n)
-            ]
-        )
-
-    fill(10)
+    title = f"Instructions {os.getpid()}"
+    pipeline.outbox.put_many(backlog(title, 10))
     pipeline.delivery.step()  # creates the project
-    fill(records)
+    pipeline.outbox.put_many(backlog(title, records))
     functools.reduce(lambda _, __: pipeline.delivery.step(), [0, 1])
     assert pipeline.outbox.stats().pending == 0
 
