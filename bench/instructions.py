@@ -40,12 +40,12 @@ def serve(variant: str, requests: int) -> None:
     os.environ.setdefault("LABEL_STUDIO_STATE_DIR", tempfile.mkdtemp(prefix="bench-instructions-"))
     os.environ["LABEL_STUDIO_DELIVERY"] = "off"
     os.environ["BENCH_CAPTURE"] = {"bare": "0", "noop": "noop", "plugin": "1"}[variant]
-    from bench.app import app
-    from langchain_label_studio.pipeline import _registry
+    from langchain_label_studio.pipeline import Pipeline, _registry
 
-    pipeline = next(iter(_registry.values()), None)
-    if pipeline is not None:
-        pipeline._ensure_started = lambda: None  # no writer thread: its work runs inline below
+    Pipeline._ensure_started = lambda self: None  # no writer thread: its work runs inline below
+    from bench.app import app
+
+    pipeline: Pipeline | None = None
     body = json.dumps({"input": {"topic": "cats"}}).encode()
     scope = {
         "type": "http",
@@ -85,10 +85,13 @@ def serve(variant: str, requests: int) -> None:
             pipeline._commit()
 
     loop = asyncio.new_event_loop()
+    loop.run_until_complete(run(1))  # the first request opens the pipeline
+    pipeline = next(iter(_registry.values()), None)
+    assert (pipeline is not None) == (variant == "plugin")
     loop.run_until_complete(run(2 * BATCH))  # warm caches and the outbox
     functools.reduce(lambda _, n: loop.run_until_complete(run(n)), [0, requests])
     if pipeline is not None:
-        assert pipeline.outbox.stats().pending == 2 * BATCH + requests, pipeline.health()
+        assert pipeline.outbox.stats().pending == 1 + 2 * BATCH + requests, pipeline.health()
 
 
 def deliver(records: int) -> None:

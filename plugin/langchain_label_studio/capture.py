@@ -85,8 +85,10 @@ class CaptureHandler(BaseCallbackHandler):
 
     run_inline = True
     raise_error = False
-    #: Events a capture never uses: LangChain does not dispatch them to this handler.
+    #: Events a capture never uses: LangChain does not dispatch them to this handler. (A model
+    #: called inside a tool or retriever finds its root through the context, not their events.)
     ignore_agent = True
+    ignore_retriever = True
     ignore_retry = True
     ignore_custom_event = True
 
@@ -100,12 +102,19 @@ class CaptureHandler(BaseCallbackHandler):
 
     # -- run tree -------------------------------------------------------------------------
     def _enter(self, run_id: UUID, parent_run_id: UUID | None, kwargs: dict[str, Any]) -> _Root:
-        root_id = self._root_of.get(parent_run_id) if parent_run_id is not None else None
+        root_id = None
+        if parent_run_id is not None:
+            # A parent this handler never heard of (a tool: LangChain sends tool events only to
+            # handlers that take agent events) still runs inside its root's context.
+            root_id = self._root_of.get(parent_run_id)
+            if root_id is None and _current_root.get() in self._roots:
+                root_id = _current_root.get()
         if root_id is None:
             root = self._roots[run_id] = _Root(
                 metadata=dict(kwargs.get("metadata") or {}), tags=list(kwargs.get("tags") or [])
             )
             self._root_of[run_id] = run_id
+            _current_root.set(run_id)
             return root
         self._root_of[run_id] = root_id
         return self._roots[root_id]
@@ -119,7 +128,7 @@ class CaptureHandler(BaseCallbackHandler):
         self._root_of.pop(run_id, None)
         return self._roots.pop(run_id, None)
 
-    # -- chains, tools, retrievers ----------------------------------------------------------
+    # -- chains ---------------------------------------------------------------------------------
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
@@ -143,40 +152,6 @@ class CaptureHandler(BaseCallbackHandler):
         root = self._leave(run_id)
         if root is not None:
             self._submit(root, None, error)
-
-    def on_tool_start(
-        self,
-        serialized: dict[str, Any] | None,
-        input_str: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._enter(run_id, parent_run_id, kwargs)
-
-    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._leave(run_id)
-
-    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._leave(run_id)
-
-    def on_retriever_start(
-        self,
-        serialized: dict[str, Any] | None,
-        query: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self._enter(run_id, parent_run_id, kwargs)
-
-    def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._leave(run_id)
-
-    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._leave(run_id)
 
     # -- models ---------------------------------------------------------------------------
     def on_llm_start(
@@ -385,6 +360,10 @@ def _messages_of(value: Any) -> list[BaseMessage] | None:
 def _str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
+
+#: The root run the code running now belongs to. Set in the root's own context when it starts,
+#: so every run nested in it (LangChain copies the context into child runs) can find it.
+_current_root: contextvars.ContextVar[UUID | None] = contextvars.ContextVar("langchain_label_studio_root", default=None)
 
 #: The handler of the request being served; LangChain adds it to every run made in it.
 current_handler: contextvars.ContextVar[CaptureHandler | None] = contextvars.ContextVar(
