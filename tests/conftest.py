@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 LS_PORT = int(os.environ.get("LS_TEST_PORT", "18089"))
 FEEDBACK_SECRET = "test-feedback-secret-0123456789"
 LS_DATA = Path(os.environ.get("LS_TEST_DATA_DIR", ROOT / ".state" / "label-studio-test"))
+#: Scales the windows of the fault tests (traffic, outage, load before a kill). They run short by
+#: default; ``LS_TEST_SOAK=20 pytest tests/test_delivery_faults.py tests/test_processes.py`` runs
+#: them twenty times longer.
+SOAK = float(os.environ.get("LS_TEST_SOAK", "1"))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from conftest import project_tasks
+from conftest import SOAK, project_tasks
 from faults import FaultProxy
 
 from langchain_label_studio import local
@@ -45,7 +45,7 @@ def test_injected_faults_deliver_everything_once(label_studio, admin, tmp_path, 
     project = Project(project_name)
     sent: list[CaptureRecord] = []
     proxy.delay = 1.0
-    for mode in ["error500", "lose_response", "reset", "hang", "slow", "lose_response"]:
+    for mode in ["error500", "lose_response", "reset", "hang", "slow", "lose_response"] * max(1, round(SOAK)):
         proxy.set_mode(mode)
         before = proxy.faults_by_mode.get(mode, 0)
         batch = records(project, 45, prefix=f"{mode}-{len(sent)}-")
@@ -59,7 +59,7 @@ def test_injected_faults_deliver_everything_once(label_studio, admin, tmp_path, 
         assert proxy.faults_by_mode.get(mode, 0) >= before + 1, (mode, proxy.faults_by_mode)
     proxy.set_mode("pass")
     pipeline.retry_now()
-    assert pipeline.flush(120), pipeline.health()
+    assert pipeline.flush(120 * SOAK), pipeline.health()
     pipeline.close()
     proxy.close()
 
@@ -82,17 +82,17 @@ def test_label_studio_restart_under_traffic(label_studio, admin, tmp_path, proje
             sent.extend(batch)
             time.sleep(0.05)
 
-    traffic(1.0)
+    traffic(1.0 * SOAK)
     stopper = threading.Thread(target=local.down, args=(label_studio.port, label_studio.data_dir))
     stopper.start()
-    traffic(4.0)
+    traffic(4.0 * SOAK)
     stopper.join()
     assert pipeline.health()["pending"] > 0
     restarted = local.up(label_studio.port, label_studio.data_dir)
     assert restarted.api_key == label_studio.api_key
-    traffic(1.0)
+    traffic(1.0 * SOAK)
     pipeline.retry_now()
-    assert pipeline.flush(120), pipeline.health()
+    assert pipeline.flush(120 * SOAK), pipeline.health()
     pipeline.close()
     assert len(sent) > 200
     assert_exactly_once(admin, project_name, sent)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, serve, tasks_where, wait_delivered, wait_healthy
+from conftest import ROOT, SOAK, serve, tasks_where, wait_delivered, wait_healthy
 from faults import free_port
 
 
@@ -61,7 +61,7 @@ def test_sigkill_under_load_loses_nothing_committed(label_studio, admin, tmp_pat
 
     stop, done = threading.Event(), []
     clients = jokes_load(base, user, stop, done)
-    time.sleep(3)
+    time.sleep(3 * SOAK)
     proc.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     proc.wait()
@@ -71,7 +71,7 @@ def test_sigkill_under_load_loses_nothing_committed(label_studio, admin, tmp_pat
     waiting = outbox_request_ids(state)
 
     with serve("example_app.app:app", label_studio, state) as app:
-        wait_delivered(app, timeout=120)
+        wait_delivered(app, timeout=120 * SOAK)
 
     tasks = tasks_where(admin, "Jokes", user_id=user)
     counts = collections.Counter(t["data"]["request_id"] for t in tasks)
