@@ -14,6 +14,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langserve import add_routes
 
 from langchain_label_studio import LabelStudioMiddleware, Project
+from langchain_label_studio.graph import capture
 from langchain_label_studio.pipeline import get_pipeline
 from langchain_label_studio.settings import Settings
 
@@ -68,3 +69,27 @@ def test_model_inside_a_tool_is_part_of_the_request(admin, ls_env, project_name)
     assert [(m["role"], m["content"]) for m in chat["data"]["prompt"]] == [("user", "owls")]
     assert prefilled(chat) == "From my notes: owls hunt at night"
     assert chat["data"]["session_id"] == "s-owls"
+
+
+def test_model_inside_a_tool_of_a_captured_subgraph(admin, ls_env, project_name):
+    inner = capture(research_graph(), Project(f"{project_name}-inner", mode="chat"))
+
+    async def delegate(state: MessagesState) -> dict:
+        return {"messages": (await inner.ainvoke(state))["messages"][len(state["messages"]) :]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("delegate", delegate)
+    builder.add_edge(START, "delegate")
+    app = FastAPI()
+    add_routes(app, builder.compile(), path="/ask")
+    app.add_middleware(LabelStudioMiddleware, routes={"/ask": project_name})
+    with TestClient(app) as client:
+        body = {"input": {"messages": [{"type": "human", "content": "owls"}]}}
+        assert client.post("/ask/invoke", json=body).status_code == 200
+        assert get_pipeline(Settings()).flush(60)
+
+    # One task for the request: its one model call (the summariser's, two graphs and a tool deep).
+    _, [task] = project_tasks(admin, project_name)
+    assert task["data"]["prompt"] == "Summarise what you know about owls"
+    assert prefilled(task) == "owls hunt at night"
+    assert admin.find_project(f"{project_name}-inner") is None  # the request's capture records it

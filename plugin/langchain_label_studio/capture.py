@@ -106,9 +106,7 @@ class CaptureHandler(BaseCallbackHandler):
         if parent_run_id is not None:
             # A parent this handler never heard of (a tool: LangChain sends tool events only to
             # handlers that take agent events) still runs inside its root's context.
-            root_id = self._root_of.get(parent_run_id)
-            if root_id is None and _current_root.get() in self._roots:
-                root_id = _current_root.get()
+            root_id = self._root_of.get(parent_run_id) or self._root_of.get(_current_root.get())
         if root_id is None:
             root = self._roots[run_id] = _Root(
                 metadata=dict(kwargs.get("metadata") or {}), tags=list(kwargs.get("tags") or [])
@@ -361,8 +359,9 @@ def _str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-#: The root run the code running now belongs to. Set in the root's own context when it starts,
-#: so every run nested in it (LangChain copies the context into child runs) can find it.
+#: The innermost root run (of any handler) the code running now belongs to. Set in the root's own
+#: context when it starts, so every run nested in it (LangChain copies the context into child
+#: runs) can find it.
 _current_root: contextvars.ContextVar[UUID | None] = contextvars.ContextVar("langchain_label_studio_root", default=None)
 
 #: The handler of the request being served; LangChain adds it to every run made in it.
