@@ -126,7 +126,7 @@ class CaptureHandler(BaseCallbackHandler):
         self._root_of.pop(run_id, None)
         return self._roots.pop(run_id, None)
 
-    # -- chains ---------------------------------------------------------------------------------
+    # -- chains ---------------------------------------------------------------------------
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
