@@ -1,6 +1,6 @@
 """CPU instructions per request, bare and with the plugin: a measure machine noise cannot move.
 
-    .venv/bin/python -m bench.instructions [--requests 40]
+    .venv/bin/python -m bench.instructions [--requests 45]
 
 Needs valgrind (``apt-get install valgrind``). Each variant serves the bench app's LangServe
 route in one process, without HTTP, under ``callgrind``, which counts the instructions executed
