@@ -1,0 +1,38 @@
+"""Identifiers that come from outside (headers, run metadata): cleaned, bounded, and scoped.
+
+A user or session id is shown to annotators and used as a key, so it must be printable
+text: control and format characters (ESC, BEL, bidi overrides, zero-width marks) are
+removed, lone surrogates replaced, and the result is cut to :data:`MAX_ID_CHARS`.
+
+A chat session belongs to the identity that started it: :func:`session_key` scopes a
+session id by its user, so another user sending the same session id gets a task of its own.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+MAX_ID_CHARS = 256
+#: Control (Cc), format (Cf), surrogate (Cs), private-use (Co) and unassigned (Cn) characters.
+_DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+
+
+def clean_id(value: Any) -> str | None:
+    """``value`` as a printable id of at most :data:`MAX_ID_CHARS` characters (None when empty)."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    if not text.isascii() or not text.isprintable():
+        text = "".join(ch for ch in text if unicodedata.category(ch) not in _DROPPED_CATEGORIES or ch == " ")
+    text = text.strip()[:MAX_ID_CHARS]
+    return text or None
+
+
+def session_key(user_id: str | None, session_id: str | None) -> str | None:
+    """The key a conversation is grouped by: its session id, within its user's namespace."""
+    if session_id is None:
+        return None
+    if user_id is None:
+        return session_id
+    return f"{user_id}\x1f{session_id}"

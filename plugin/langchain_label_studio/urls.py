@@ -1,0 +1,40 @@
+"""URLs as they may be shown: in logs, the health view, the command line."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+#: Query parameters that carry credentials (PostgreSQL URLs accept ``password=``).
+_SECRET_PARAMS = re.compile(r"(?i)pass|secret|token|key|auth")
+
+
+def public_url(url: str | None) -> str:
+    """``url`` without its credentials: no ``user:password@``, no ``password=`` parameter."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port is not None else host
+    query = urlencode(
+        [(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="*",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def strip_credentials(text: str) -> str:
+    """Free text (an error message) with the credentials of any URL in it removed."""
+    return _USERINFO.sub(r"\1", text)
+
+
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@")
