@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from .state_dir import open_private, private_dir
+
 LABEL_STUDIO_VERSION = "1.23.2"
 DEFAULT_PORT = 8080
 ADMIN_EMAIL = "admin@example.com"
@@ -63,13 +65,13 @@ class LocalServer:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """An exclusive lock on ``path`` (a private file in a private directory, never a symlink)."""
+    fd = open_private(private_dir(path.parent) / path.name)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def venv_dir(version: str = LABEL_STUDIO_VERSION) -> Path:

@@ -14,10 +14,15 @@ OFF = {"off", "0", "false", "no"}
 
 
 def default_state_dir() -> Path:
-    """``$LABEL_STUDIO_STATE_DIR``, else ``$XDG_STATE_HOME/langchain-label-studio``."""
+    """``$LABEL_STUDIO_STATE_DIR``, else ``$XDG_STATE_HOME/langchain-label-studio``.
+
+    A relative ``XDG_STATE_HOME`` is ignored, as the XDG spec says (``~/.local/state`` is used):
+    the outbox must not depend on the directory a process was started from.
+    """
     if os.environ.get("LABEL_STUDIO_STATE_DIR"):
         return Path(os.environ["LABEL_STUDIO_STATE_DIR"]).expanduser()
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    xdg = os.environ.get("XDG_STATE_HOME") or ""
+    base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "langchain-label-studio"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..gil import step_aside
 from ..record import CaptureRecord
+from ..state_dir import open_private, private_dir
 from .base import Claimed, OutboxStats, SessionTask, within_cap
 
 SCHEMA = """
@@ -93,13 +94,12 @@ class SQLiteOutbox:
         path = Path(target).expanduser()
         if path.suffix != ".db":
             path = path / "outbox.db"
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)  # 0700 when new; refused if others can write it
         self.path = path
         self.location = str(path)
         self.max_bytes = max_bytes
         self._local = threading.local()
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
+        os.close(open_private(path))  # 0600 when new; refused if a symlink or others can write it
         db = self._db()
         db.executescript(SCHEMA)
         if "captured_at" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
