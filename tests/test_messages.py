@@ -5,7 +5,8 @@ from __future__ import annotations
 from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 
 from langchain_label_studio.messages import last_answer, to_dialogue
-from langchain_label_studio.sanitize import Sanitizer
+from langchain_label_studio.record import CaptureRecord
+from langchain_label_studio.sanitize import SCAN_MARGIN, Sanitizer, finish
 
 
 def test_roles_are_plain_names():
@@ -43,9 +44,18 @@ def test_last_answer_only_when_the_dialogue_ends_with_one():
 
 def test_sanitizer_policy():
     clean = Sanitizer(max_chars=10)
-    assert clean.text("a\x00b") == "ab"
-    assert clean.text("x\ud800y") == "x\ufffdy"
-    assert not clean.truncated
-    assert clean.text("0123456789ABC") == "0123456789…[truncated 3 chars]"
-    assert clean.truncated
     assert clean.value({"k": (1, object)})["k"][0] == 1
+    long = "0123456789" * 500
+    assert len(clean.text(long)) < len(long)  # cut, but only past the scan margin: redaction sees it whole
+    assert clean.text(long).startswith(long[: 10 + SCAN_MARGIN])
+
+    record = CaptureRecord({"title": "P"}, prompt=[{"role": "user", "content": "a\x00b"}], response=long, data={})
+    finish(record, max_chars=10)
+    assert record.prompt == [{"role": "user", "content": "ab"}]
+    assert record.response == f"0123456789…[truncated {len(long) - 10} chars]"
+    assert record.data["truncated"] is True
+
+    record = CaptureRecord({"title": "P"}, prompt="x\ud800y", data={"k\ud800": clean.text(long)})
+    finish(record, max_chars=10)
+    assert (record.prompt, list(record.data)) == ("x\ufffdy", ["k\ufffd", "truncated"])
+    assert record.data["k\ufffd"] == f"0123456789…[truncated {len(long) - 10} chars]"  # counts both cuts

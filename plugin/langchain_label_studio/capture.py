@@ -29,11 +29,12 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 from .handler import model_name
+from .identity import clean_id, session_key
 from .messages import last_answer, role_of, to_dialogue
 from .pipeline import Pipeline
 from .project import Project
 from .record import CaptureRecord
-from .sanitize import Sanitizer, to_text
+from .sanitize import DEFAULT_MAX_CHARS, Sanitizer, to_text
 
 logger = logging.getLogger("langchain_label_studio")
 
@@ -218,8 +219,9 @@ class CaptureHandler(BaseCallbackHandler):
             return
         try:
             record = self._record(root, outputs, error)
-        except Exception:  # never let a capture problem reach the user's run
-            logger.exception("could not build a capture record")
+        except Exception as exc:  # never let a capture problem reach the user's run
+            # Only the type: the message may quote captured content, which is never logged.
+            logger.error("could not build a capture record: %s", type(exc).__name__)
             self.pipeline.metrics.skip("build_error")
             return
         if record is not None:
@@ -227,17 +229,18 @@ class CaptureHandler(BaseCallbackHandler):
 
     def _record(self, root: _Root, outputs: Any, error: BaseException | None) -> CaptureRecord | None:
         ctx = self.context
-        clean = Sanitizer(self.max_chars) if self.max_chars else Sanitizer()
+        max_chars = self.max_chars or DEFAULT_MAX_CHARS
+        clean = Sanitizer(max_chars)
         metadata = root.metadata
         meta = {k: v for k, v in metadata.items() if not k.startswith(_INTERNAL_METADATA)} if metadata else {}
         late = ctx.identity() if ctx.identity else None
-        session = (
+        session = clean_id(
             (late and _str(late.get("session_id")))
             or ctx.session_id
             or _str(meta.get("session_id"))
             or _str(meta.get("thread_id"))
         )
-        user = (
+        user = clean_id(
             (late and _str(late.get("user_id")))
             or ctx.user_id
             or _str(meta.get("user_id"))
@@ -274,24 +277,22 @@ class CaptureHandler(BaseCallbackHandler):
             prompt, response, state = self._chat(root, outputs)
             if state is not None:
                 extra["state"] = state
+            conversation = session_key(user, session)
         else:
             prompt, response = self._prompt(root, outputs)
-            session = None
+            conversation = None
         for key, value in data.items():
             if value is not None:
                 data[key] = clean.text(str(value))
         data.update(clean.value(extra))
-        prompt = clean.value(prompt)
-        response = clean.text(response) if response is not None else None
-        if clean.truncated:
-            data["truncated"] = True
         return CaptureRecord(
             project=_project_dict(ctx.project),
-            prompt=prompt,
-            response=response,
+            prompt=clean.value(prompt),
+            response=clean.text(response) if response is not None else None,
             data=data,
-            session=session,
+            session=conversation,
             model_version=root.model,
+            max_chars=max_chars,
         )
 
     @staticmethod

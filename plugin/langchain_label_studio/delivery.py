@@ -22,6 +22,7 @@ from typing import Any
 from .client import AuthError, LabelStudioClient, LabelStudioError, Rejected, Unavailable
 from .feedback import FEEDBACK_KEYS
 from .gil import step_aside
+from .identity import session_key
 from .label_config import DEFAULT_CONFIGS, Layout, check_mode, parse_layout
 from .metrics import Metrics
 from .outbox.base import Claimed, Outbox
@@ -31,6 +32,54 @@ from .task import build_task, prediction
 
 class ProjectConfigError(LabelStudioError):
     """The target project cannot take captures (its label config does not fit the mode)."""
+
+
+class ProjectGone(LabelStudioError):
+    """The project was deleted in Label Studio after it was looked up."""
+
+
+class ProjectMissing(LabelStudioError):
+    """Feedback names a project that does not exist (feedback never creates one)."""
+
+
+#: Feedback records delivered per step, after each batch of captures.
+FEEDBACK_BATCH = 50
+#: Attempts before feedback whose capture has no task is dead-lettered (about an hour of backoff).
+FEEDBACK_ATTEMPTS = 16
+#: Feedback entries a task keeps (the latest); ``feedback_count`` and ``feedback_mean`` count all.
+MAX_FEEDBACK_ENTRIES = 20
+
+
+def _entry(record: CaptureRecord) -> dict[str, Any]:
+    return {**record.data["feedback"], "id": record.capture_id}
+
+
+def add_feedback(data: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A task's ``data`` with new feedback entries added (None when all are there already).
+
+    The latest :data:`MAX_FEEDBACK_ENTRIES` entries are kept; ``feedback_count`` and
+    ``feedback_mean`` stay exact over all of them, ``feedback_score`` is the latest score.
+    """
+    kept = [e for e in data.get("feedback") or [] if isinstance(e, dict)]
+    known = {e.get("id") for e in kept}
+    new = [e for e in entries if e["id"] not in known]
+    if not new:
+        return None
+    count = data.get("feedback_count")
+    count = count if isinstance(count, int) and count >= len(kept) else len(kept)
+    mean = data.get("feedback_mean")
+    if not isinstance(mean, (int, float)):
+        scores = [e["score"] for e in kept if isinstance(e.get("score"), (int, float))]
+        mean = sum(scores) / len(scores) if scores else 0.0
+    total = mean * count + sum(e["score"] for e in new)
+    count += len(new)
+    data.update(
+        feedback=(kept + new)[-MAX_FEEDBACK_ENTRIES:],
+        feedback_score=new[-1]["score"],
+        feedback_count=count,
+        feedback_mean=round(total / count, 6),
+    )
+    return data
 
 
 @dataclass(frozen=True)
@@ -70,14 +119,29 @@ class Delivery:
 
     # -- one step ----------------------------------------------------------------------
     def step(self) -> int:
-        """Deliver one batch. Returns how many records it took (delivered or not)."""
-        batch = self.outbox.claim(self.batch_size, self.lease_s)
+        """Deliver one batch of captures, then a few feedback records. Returns how many records
+        it took (delivered or not).
+
+        Feedback has queues of its own and a small share of each step, so a flood of it can
+        delay neither captures nor other projects.
+        """
+        taken = self._step(self.outbox.claim(self.batch_size, self.lease_s))
+        if self.paused_until <= time.time():
+            taken += self._step(self.outbox.claim(FEEDBACK_BATCH, self.lease_s, feedback=True))
+        return taken
+
+    def _step(self, batch: list[Claimed]) -> int:
         if not batch:
             return 0
         seqs = [c.seq for c in batch]
         try:
-            project = self._resolve(batch[0].record.project)
-            self._deliver(project, batch)
+            self._deliver(batch)
+        except ProjectGone as exc:  # deleted in Label Studio: found or created again on the next step
+            self.metrics.error(str(exc))
+            self._retry(seqs, 1.0)
+        except ProjectMissing as exc:  # feedback for a project that does not exist (yet): it never creates one
+            self.metrics.error(str(exc))
+            self._feedback_later(batch)
         except (AuthError, ProjectConfigError) as exc:
             self.failures += 1
             self.metrics.error(str(exc))
@@ -94,6 +158,20 @@ class Delivery:
             self.failures = 0
         return len(batch)
 
+    def _deliver(self, batch: list[Claimed]) -> None:
+        spec = batch[0].record.project
+        if batch[0].record.kind == "feedback":
+            self._add_feedback(self._resolve(spec, create=False), batch)
+            return
+        project = self._resolve(spec)
+        try:
+            self._deliver_captures(project, batch)
+        except Rejected as exc:
+            if exc.status == 404:  # the project was deleted: forget it
+                self._forget(spec)
+                raise ProjectGone(f"Label Studio project {project.id} is gone; looking it up again") from None
+            raise
+
     def _retry(self, seqs: list[int], delay: float) -> None:
         # Records already removed (delivered before the failure) are simply not updated.
         self.outbox.retry_later(seqs, delay)
@@ -106,12 +184,32 @@ class Delivery:
         self.paused_until = 0.0
 
     # -- projects ----------------------------------------------------------------------
-    def _resolve(self, spec: dict[str, Any]) -> ResolvedProject:
-        key = f"id:{spec['id']}" if spec.get("id") is not None else f"title:{spec['title']}"
+    @staticmethod
+    def _key(spec: dict[str, Any]) -> str:
+        return f"id:{spec['id']}" if spec.get("id") is not None else f"title:{spec['title']}"
+
+    def _forget(self, spec: dict[str, Any]) -> None:
+        self._projects.pop(self._key(spec), None)
+
+    def _resolve(self, spec: dict[str, Any], create: bool = True) -> ResolvedProject:
+        key = self._key(spec)
         if key in self._projects:
             return self._projects[key]
         if spec.get("id") is not None:
-            project = self.client.get_project(int(spec["id"]))
+            try:
+                project = self.client.get_project(int(spec["id"]))
+            except Rejected as exc:
+                if exc.status == 404:
+                    raise ProjectConfigError(
+                        f"Label Studio project {spec['id']} does not exist: map the route to an existing "
+                        "project; captures wait in the outbox meanwhile."
+                    ) from None
+                raise
+        elif not create:
+            found = self.client.find_project(spec["title"])
+            if found is None:
+                raise ProjectMissing(f"no Label Studio project {spec['title']!r} for this feedback (yet)")
+            project = found
         else:
             with self.outbox.lock("projects"):  # processes sharing the outbox create a project once
                 project = self.client.find_project(spec["title"])
@@ -134,9 +232,7 @@ class Delivery:
         return resolved
 
     # -- a batch of one project --------------------------------------------------------
-    def _deliver(self, project: ResolvedProject, batch: list[Claimed]) -> None:
-        feedback = [c for c in batch if c.record.kind == "feedback"]
-        batch = [c for c in batch if c.record.kind != "feedback"]
+    def _deliver_captures(self, project: ResolvedProject, batch: list[Claimed]) -> None:
         pending = self._settle_unknown(project, batch)
         singles = [c for c in pending if c.record.session is None]
         sessions: dict[str, list[Claimed]] = {}
@@ -151,47 +247,60 @@ class Delivery:
 
         for chunk in _by_size([[c] for c in singles] + new_sessions, self.max_request_bytes):
             self._import(project, chunk)
-        for c in feedback:
-            self._add_feedback(project, c)
 
     # -- end-user feedback ------------------------------------------------------------------
-    def _add_feedback(self, project: ResolvedProject, claimed: Claimed) -> None:
-        """Append one feedback to its task(s); idempotent, so a retried write adds it once."""
-        record = claimed.record
-        task_ids = self._feedback_tasks(project, record)
-        if not task_ids:  # its capture is not in Label Studio yet (or was deleted)
-            if claimed.attempts >= 30:
-                self.outbox.dead_letter(claimed.seq, "no Label Studio task for the capture this feedback names")
+    def _add_feedback(self, project: ResolvedProject, batch: list[Claimed]) -> None:
+        """Add each feedback to its task: one read and one write per task, however many arrived.
+
+        Idempotent (entries carry the feedback's id), so a retried write adds nothing twice.
+        Feedback whose task is not in Label Studio yet waits, and after a while is dead-lettered.
+        """
+        by_task: dict[int, list[Claimed]] = {}
+        waiting: list[Claimed] = []
+        for c in batch:
+            task_ids = self._feedback_tasks(project, c.record)
+            if task_ids:
+                for task_id in task_ids:
+                    by_task.setdefault(task_id, []).append(c)
+            else:
+                waiting.append(c)
+        for task_id, claimed in by_task.items():
+            task = self.client.get_task(task_id)
+            if task is not None:
+                data = add_feedback(dict(task.get("data") or {}), [_entry(c.record) for c in claimed])
+                if data is not None:
+                    with self.outbox.lock("import"):
+                        self.client.update_task(task_id, data)
+        delivered = [c.seq for c in batch if c not in waiting]
+        self.outbox.done(delivered)
+        self.metrics.add("delivered", len(delivered))
+        self._feedback_later(waiting)
+
+    def _feedback_later(self, waiting: list[Claimed]) -> None:
+        """Feedback whose capture has no task (yet): tried again later, dead-lettered in the end."""
+        for c in waiting:
+            if c.attempts >= FEEDBACK_ATTEMPTS:
+                self.outbox.dead_letter(c.seq, "no Label Studio task for the capture this feedback names")
                 self.metrics.add("dead_lettered")
             else:
-                self.outbox.retry_later([claimed.seq], backoff(claimed.attempts, base_s=2.0, cap_s=600.0))
-            return
-        entry = {**record.data["feedback"], "id": record.capture_id}
-        for task_id in task_ids:
-            task = self.client.get_task(task_id)
-            if task is None:
-                continue
-            data = dict(task.get("data") or {})
-            entries = list(data.get("feedback") or [])
-            if any(isinstance(e, dict) and e.get("id") == entry["id"] for e in entries):
-                continue
-            entries.append(entry)
-            data.update(feedback=entries, feedback_score=entry["score"], feedback_count=len(entries))
-            self.client.update_task(task_id, data)
-        self.outbox.done([claimed.seq])
-        self.metrics.add("delivered")
+                self.outbox.retry_later([c.seq], backoff(c.attempts, base_s=2.0, cap_s=300.0))
 
     def _feedback_tasks(self, project: ResolvedProject, record: CaptureRecord) -> list[int]:
+        """The task(s) feedback goes to: the session's task (chat), else the request's task."""
         target = record.target or {}
-        session = target.get("session_id")
-        if session:
-            mapping = self.outbox.session_task(record.project_key, session)
+        if project.layout.mode == "chat" and target.get("session_id"):
+            key = session_key(target.get("user_id"), target["session_id"])
+            mapping = self.outbox.session_task(record.project_key, key or "")
             if mapping is not None:
                 return [mapping.task_id]
-            tasks = self.client.list_tasks(project.id, 1, 100, where={"session_id": session})
+            where = {"session_id": target["session_id"], "user_id": target.get("user_id")}
+            tasks = self.client.list_tasks(project.id, 1, 100, where={k: v for k, v in where.items() if v})
+            tasks = [t for t in tasks if (t.get("data") or {}).get("user_id") == target.get("user_id")]
             return [max(t["id"] for t in tasks)] if tasks else []
-        tasks = self.client.list_tasks(project.id, 1, 100, where={"request_id": target.get("request_id")})
-        return [t["id"] for t in tasks]
+        if not target.get("request_id"):
+            return []
+        tasks = self.client.list_tasks(project.id, 1, 100, where={"request_id": target["request_id"]})
+        return [t["id"] for t in tasks if (t.get("data") or {}).get("request_id") == target["request_id"]]
 
     def _settle_unknown(self, project: ResolvedProject, batch: list[Claimed]) -> list[Claimed]:
         """Find in Label Studio the records an earlier send may have created."""
@@ -269,6 +378,8 @@ class Delivery:
             with self.outbox.lock("import"):
                 ids = self.client.import_tasks(project.id, [task for _, task in batch])
         except Rejected as exc:
+            if exc.status == 404:  # the project, not a record: nothing to split
+                raise
             if len(batch) == 1:
                 group = batch[0][0]
                 for c in group:

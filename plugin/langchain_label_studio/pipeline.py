@@ -16,6 +16,8 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,12 @@ from .delivery import Delivery
 from .gil import step_aside
 from .metrics import Metrics
 from .outbox import OutboxStats, OutboxUnavailable, open_outbox
+from .outbox.base import is_transient, placeholder
 from .record import CaptureRecord
 from .redact import Redactor
+from .sanitize import DEFAULT_MAX_CHARS, finish
 from .settings import Settings
+from .urls import public_url, strip_credentials
 
 logger = logging.getLogger("langchain_label_studio")
 
@@ -119,14 +124,14 @@ class Pipeline:
         if not batch and not fresh:
             return
         protected = self._protect(fresh)
-        self._committed_through += len(fresh) - len(protected)  # dropped by the hook: settled
+        self._committed_through += len(fresh) - len(protected)  # dropped or quarantined: settled
         batch += protected
         try:
-            stored = self.outbox.put_many(batch)
+            stored = self._store(batch)
         except Exception as exc:  # disk full, database down...: keep the records in memory
             with self._buffer_lock:
                 self._retry, self._writing = batch, len(batch)
-            self.metrics.error(f"cannot write the capture outbox {self.outbox.location}: {exc}")
+            self.metrics.error(f"cannot write the capture outbox {self.outbox.location}: {describe(exc)}")
             time.sleep(0.5)
             return
         with self._buffer_lock:
@@ -145,23 +150,65 @@ class Pipeline:
             except Exception:  # only a note for `status`: tried again on the next commit
                 pass
 
+    def _store(self, batch: list[CaptureRecord]) -> int:
+        """Store a batch; a record the outbox refuses is quarantined, never holding back the rest.
+
+        Storage failures (disk full, database down) raise: the whole batch is kept for later.
+        Any other failure is narrowed down by halves to the records that cause it.
+        """
+        try:
+            return self.outbox.put_many(batch)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(batch) > 1:
+                half = len(batch) // 2
+                return self._store(batch[:half]) + self._store(batch[half:])
+            self._quarantine(batch[0], f"the outbox refused this capture: {type(exc).__name__}")
+            return 1
+
     def _protect(self, batch: list[CaptureRecord]) -> list[CaptureRecord]:
-        """The user's ``before_capture`` hook, then redaction: nothing unredacted reaches the disk."""
+        """``before_capture``, redaction, then the final cut: nothing unredacted reaches the disk.
+
+        A record a step fails on is quarantined as a dead letter with the reason (its content
+        is not kept: it could not be redacted); the others go on.
+        """
         hook = self.settings.before_capture
         kept = []
         for i, record in enumerate(batch):
             step_aside(i)
+            step = "before_capture"
             try:
                 if hook is not None:
-                    record = hook(record)
-                    if record is None:
+                    changed = hook(record)
+                    if changed is None:
                         self.metrics.skip("before_capture")
                         continue
-                kept.append(self.redactor.record(record))
-            except Exception as exc:  # a failing hook or rule drops the record, loudly
-                self.metrics.skip("redaction_error")
-                self.metrics.error(f"a capture was dropped: redaction or before_capture failed: {exc!r}")
+                    if not isinstance(changed, CaptureRecord):
+                        raise TypeError(f"before_capture returned a {type(changed).__name__}, not a CaptureRecord")
+                    record = changed
+                step = "redaction"
+                self.redactor.record(record)
+                step = "encoding"
+                finish(record, record.max_chars or DEFAULT_MAX_CHARS)
+                record.seal()
+                record.to_json()
+            except Exception as exc:
+                # Only the error's type: its message may quote the content, which is never logged.
+                self.metrics.skip(f"{step}_error")
+                self._quarantine(record, f"{step} failed: {type(exc).__name__}")
+                continue
+            kept.append(record)
         return kept
+
+    def _quarantine(self, record: CaptureRecord, reason: str) -> None:
+        """Keep a capture that cannot be stored as a dead letter: its ids and the reason, not its content."""
+        self.metrics.add("dead_lettered")
+        self.metrics.error(f"a capture was quarantined as a dead letter: {reason}")
+        try:
+            self.outbox.quarantine(placeholder(record, reason), reason)
+        except Exception as exc:  # the outbox is down: the count and the log line remain
+            self.metrics.error(f"cannot write a dead letter to {self.outbox.location}: {describe(exc)}")
 
     def _deliver_loop(self) -> None:
         """Deliver full batches back to back; otherwise let records gather for a while.
@@ -237,11 +284,14 @@ class Pipeline:
             stats, outbox_error = self.outbox.stats(), None
         except OutboxUnavailable as exc:
             stats, outbox_error = OutboxStats(), str(exc)
+        snapshot = self.metrics.snapshot()
+        if snapshot.get("last_error"):
+            snapshot["last_error"] = strip_credentials(snapshot["last_error"])
         return {
-            "label_studio_url": self.settings.url,
+            "label_studio_url": public_url(self.settings.url),
             "pid": os.getpid(),
             "outbox": self.outbox.location,
-            "outbox_error": outbox_error,
+            "outbox_error": strip_credentials(outbox_error) if outbox_error else None,
             "delivery": "in this process" if self.settings.deliver else "by another process",
             "pending": stats.pending + len(self._buffer) + self._writing,
             "oldest_pending_s": stats.oldest_age_s,
@@ -249,8 +299,13 @@ class Pipeline:
             "by_project": stats.by_project,
             "outbox_bytes": stats.size_bytes,
             "redactions": dict(self.redactor.counts),
-            **self.metrics.snapshot(),
+            **snapshot,
         }
+
+
+def describe(exc: BaseException) -> str:
+    """An error of the outbox or the network as it may be logged: its type and message, no credentials."""
+    return strip_credentials(f"{type(exc).__name__}: {exc}")[:500]
 
 
 _live: weakref.WeakSet[Pipeline] = weakref.WeakSet()
@@ -258,25 +313,47 @@ try:  # Prometheus series for every pipeline, where prometheus_client is install
     from . import prometheus  # noqa: F401
 except ImportError:
     pass
-_registry: dict[tuple[str, str], Pipeline] = {}
+_registry: dict[tuple[Any, ...], Pipeline] = {}
 _registry_lock = threading.Lock()
 
 
 def get_pipeline(settings: Settings) -> Pipeline:
-    """The shared pipeline for this Label Studio URL and state directory.
+    """The shared pipeline for these settings.
 
-    Handlers and middlewares that point at the same server share one outbox and one
-    worker. A later call with another API key updates the key.
+    Handlers, middlewares and graphs with the same settings share one pipeline (one
+    writer, one delivery worker). Components whose settings differ in anything but the
+    API key (another redaction rule, another ``before_capture``, delivery off...) get a
+    pipeline of their own, on the same outbox when they name the same server, so no
+    component's setting is ever lost to another's. A later call with another API key
+    updates the key.
     """
-    key = (settings.url, settings.outbox or str(Path(settings.state_dir).expanduser().resolve()))
+    key = _settings_key(settings)
     with _registry_lock:
         pipeline = _registry.get(key)
         if pipeline is None:
             pipeline = _registry[key] = Pipeline(settings)
-        elif settings.api_key and settings.api_key != pipeline.client._api_key:
+        elif settings.api_key and settings.api_key != pipeline.settings.api_key:
+            pipeline.settings.api_key = settings.api_key
             pipeline.client.set_api_key(settings.api_key)
             pipeline.retry_now()
         return pipeline
+
+
+def _settings_key(settings: Settings) -> tuple[Any, ...]:
+    """Every setting but the API key, in a hashable form (callables by identity)."""
+    key: list[Any] = []
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "api_key":
+            continue
+        if f.name == "state_dir" and value is not None:
+            value = str(Path(value).expanduser().resolve())
+        elif isinstance(value, Mapping):
+            value = tuple(sorted((str(k), str(v)) for k, v in value.items()))
+        elif callable(value):
+            value = ("callable", id(value))
+        key.append((f.name, value))
+    return tuple(key)
 
 
 def _close_all() -> None:

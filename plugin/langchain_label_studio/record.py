@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import orjson
 
 Dialogue = list[dict[str, Any]]
+#: Prefix of the outbox queues of feedback records.
+FEEDBACK_QUEUE = "feedback:"
 
 
 def new_id() -> str:
@@ -41,6 +44,8 @@ class CaptureRecord:
     #: the capture named in ``target``: ``{"request_id", "session_id"}``).
     kind: str = "capture"
     target: dict[str, Any] | None = None
+    #: Longest string the stored record keeps (strings are cut after redaction). Not stored.
+    max_chars: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def project_key(self) -> str:
@@ -48,8 +53,33 @@ class CaptureRecord:
         pid = self.project.get("id")
         return f"id:{pid}" if pid is not None else f"title:{self.project['title']}"
 
+    @property
+    def queue_key(self) -> str:
+        """The outbox queue of the record: its project's, or that project's feedback queue.
+
+        Feedback waits in queues of its own, so that a flood of it never delays captures.
+        """
+        return f"{FEEDBACK_QUEUE}{self.project_key}" if self.kind == "feedback" else self.project_key
+
     def to_json(self) -> str:
+        """The record as stored: compact JSON, valid UTF-8 (see :func:`dumps`)."""
         return dumps({f: getattr(self, f) for f in _FIELDS})
+
+    def seal(self) -> None:
+        """Make the fields an outbox indexes valid text (surrogates replaced), ids bounded.
+
+        Raises ``TypeError`` when a field has a type no outbox can store.
+        """
+        if not isinstance(self.capture_id, str) or not isinstance(self.project, dict):
+            raise TypeError("capture_id must be text and project a dict")
+        self.capture_id = valid_text(self.capture_id)[:64]
+        if self.session is not None:
+            self.session = valid_text(str(self.session))
+        title = self.project.get("title")
+        if isinstance(title, str):
+            self.project["title"] = valid_text(title)
+        if not isinstance(self.captured_at, (int, float)) or self.captured_at != self.captured_at:
+            self.captured_at = time.time()
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CaptureRecord:
@@ -57,12 +87,28 @@ class CaptureRecord:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON; values that are not JSON types become their ``str()``."""
+    """Compact JSON, always valid UTF-8; values that are not JSON types become their ``str()``.
+
+    Lone surrogates (which no UTF-8 text can hold) become U+FFFD wherever they are, keys included.
+    """
     try:
         return orjson.dumps(value, default=str).decode()
-    except TypeError:  # what orjson refuses (integers past 64 bits, non-string keys): the slow way
-        return _ENCODER.encode(value)
+    except TypeError:  # what orjson refuses (surrogates, integers past 64 bits, non-string keys)
+        return valid_text(_ENCODER.encode(value))
 
 
-_FIELDS = [f.name for f in fields(CaptureRecord)]
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD, so that it encodes as UTF-8."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+    return text
+
+
+#: The fields stored in the outbox.
+_FIELDS = [f.name for f in fields(CaptureRecord) if f.name != "max_chars"]
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))
+_SURROGATES = re.compile("[\ud800-\udfff]")

@@ -1,10 +1,15 @@
 """Make captured values safe to store and send: JSON-able, valid UTF-8, bounded.
 
-Policy (documented in the README):
-- NUL characters are removed and invalid UTF-8 (lone surrogates) becomes U+FFFD.
-- A string longer than ``max_chars`` keeps its first ``max_chars`` characters and gets
-  the marker ``…[truncated N chars]``; the record is then flagged ``truncated: true``.
-- Values that are not JSON types are stored as their ``str()``.
+Two stages, so that redaction sees a secret whole before anything is cut:
+
+1. On the request path, :class:`Sanitizer` turns what a run produced into JSON types
+   (messages become dialogue items, other objects their ``str()``, nesting past
+   :data:`MAX_DEPTH` its ``repr``) and cuts each string at ``max_chars`` plus
+   :data:`SCAN_MARGIN`, which bounds what redaction scans.
+2. In the background writer, after redaction, :func:`finish` removes NUL characters,
+   replaces lone surrogates with U+FFFD and cuts each string (keys included) at
+   ``max_chars`` with the marker ``…[truncated N chars]``; the record is then flagged
+   ``truncated: true``.
 """
 
 from __future__ import annotations
@@ -18,28 +23,23 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 
 from .messages import to_dialogue_item
+from .record import CaptureRecord, valid_text
 
 DEFAULT_MAX_CHARS = 100_000
-_SURROGATES = re.compile("[\ud800-\udfff]")
+#: Characters kept past ``max_chars`` until redaction has run (a secret cut in two would escape it).
+SCAN_MARGIN = 4096
+MAX_DEPTH = 20
+_MARKER = re.compile(r"…\[truncated (\d+) chars\]\Z")
 
 
 @dataclass
 class Sanitizer:
+    """Request-path stage: a JSON-able copy with every string cut at ``max_chars + SCAN_MARGIN``."""
+
     max_chars: int = DEFAULT_MAX_CHARS
-    truncated: bool = False
 
     def text(self, value: str) -> str:
-        if "\x00" in value:
-            value = value.replace("\x00", "")
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                value = _SURROGATES.sub("\ufffd", value)
-        if len(value) > self.max_chars:
-            self.truncated = True
-            value = f"{value[: self.max_chars]}…[truncated {len(value) - self.max_chars} chars]"
-        return value
+        return cut(value, self.max_chars + SCAN_MARGIN)
 
     def value(self, value: Any, depth: int = 0) -> Any:
         """A JSON-able copy of ``value`` (messages become dialogue items)."""
@@ -48,8 +48,8 @@ class Sanitizer:
             return self.text(value)
         if value is None or kind is bool or kind is int or kind is float:
             return value
-        if depth > 20:
-            return self.text(repr(value))
+        if depth > MAX_DEPTH:
+            return self.text(_safe_repr(value))
         if isinstance(value, Mapping):
             return {self.text(k if type(k) is str else str(k)): self.value(v, depth + 1) for k, v in value.items()}
         if isinstance(value, (list, tuple, set, frozenset)):
@@ -65,7 +65,72 @@ class Sanitizer:
                 return self.value(value.model_dump(), depth + 1)
             except Exception:
                 pass
-        return self.text(str(value))
+        return self.text(_safe_str(value))
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` cut at ``limit`` characters, with a marker that counts what was cut (over earlier cuts too)."""
+    if len(text) <= limit:
+        return text
+    dropped = len(text) - limit
+    earlier = _MARKER.search(text, len(text) - 40)
+    if earlier is not None:  # cut before: count what that cut dropped as well
+        dropped = len(text) - len(earlier.group(0)) - limit + int(earlier.group(1))
+    return f"{text[:limit]}…[truncated {dropped} chars]"
+
+
+@dataclass
+class _Finisher:
+    max_chars: int
+    truncated: bool = False
+
+    def text(self, value: str) -> str:
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        value = valid_text(value)
+        if len(value) > self.max_chars:
+            self.truncated = True
+            value = cut(value, self.max_chars)
+        return value
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if depth > MAX_DEPTH * 2:  # only a before_capture hook can nest this deep
+            return self.text(_safe_repr(value))
+        if isinstance(value, dict):
+            return {self.text(k if isinstance(k, str) else str(k)): self.value(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.value(v, depth + 1) for v in value]
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        return self.text(_safe_str(value))
+
+
+def finish(record: CaptureRecord, max_chars: int = DEFAULT_MAX_CHARS) -> CaptureRecord:
+    """Writer stage, after redaction: valid text without NULs, strings cut at ``max_chars`` (in place)."""
+    clean = _Finisher(max_chars)
+    record.prompt = clean.value(record.prompt)
+    if record.response is not None:
+        record.response = clean.text(record.response if isinstance(record.response, str) else str(record.response))
+    record.data = clean.value(record.data) if isinstance(record.data, dict) else {"data": clean.value(record.data)}
+    if clean.truncated:
+        record.data["truncated"] = True
+    return record
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)[:1000]
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 def to_text(value: Any) -> str:

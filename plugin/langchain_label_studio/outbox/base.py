@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from ..record import CaptureRecord
+from ..record import CaptureRecord, new_id
 
 
 class OutboxUnavailable(Exception):
@@ -55,8 +55,9 @@ class Outbox(Protocol):
     def put_many(self, records: list[CaptureRecord]) -> int:
         """Store records durably; returns how many were stored (the rest are over the cap)."""
 
-    def claim(self, limit: int, lease_s: float) -> list[Claimed]:
-        """Lease up to ``limit`` due records of one project, oldest first.
+    def claim(self, limit: int, lease_s: float, feedback: bool = False) -> list[Claimed]:
+        """Lease up to ``limit`` due records of one project, oldest first: captures, or with
+        ``feedback`` the project's feedback (a queue of its own, see ``CaptureRecord.queue_key``).
 
         All due records of a session are leased together, and a session leased by
         another worker is skipped, so one session is only ever delivered by one worker.
@@ -76,6 +77,9 @@ class Outbox(Protocol):
 
     def dead_letter(self, seq: int, reason: str) -> None:
         """Move a record Label Studio refused for good to the dead letters, with the reason."""
+
+    def quarantine(self, record: CaptureRecord, reason: str) -> None:
+        """Store a record that never entered the queue directly as a dead letter."""
 
     def session_task(self, project_key: str, session: str) -> SessionTask | None:
         """The Label Studio task of a session, if it has one."""
@@ -111,19 +115,25 @@ class Outbox(Protocol):
 
 
 def within_cap(
-    rows: list[tuple[CaptureRecord, str]], budget: int, has_session: Callable[[str, str], bool]
+    rows: list[tuple[CaptureRecord, str]], budget: int, has_session: Callable[[str, str], bool], cap: int
 ) -> list[tuple[CaptureRecord, str]]:
     """The rows (record, payload) an outbox over its size cap keeps.
 
-    While ``budget`` bytes remain, everything is kept; past it, only later turns of
+    While ``budget`` bytes (of ``cap``) remain, captures are kept; past it, only later turns of
     sessions the outbox already holds (so a conversation is never cut in the middle).
+    Feedback is kept only while more than half of the cap is free, so it can never crowd
+    out captures.
     """
     kept = []
     admitted: set[tuple[str, str]] = set()
     for record, payload in rows:
         key = (record.project_key, record.session or "")
         size = len(payload) * 2 + 200  # payload plus index and page overhead, roughly
-        if budget >= size:
+        if record.kind == "feedback":
+            if budget - size < cap // 2:
+                continue
+            budget -= size
+        elif budget >= size:
             budget -= size
         elif record.session is None or (key not in admitted and not has_session(*key)):
             continue
@@ -131,3 +141,30 @@ def within_cap(
         if record.session is not None:
             admitted.add(key)
     return kept
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure to store is the storage's (disk full, database down), not a record's."""
+    return isinstance(exc, (OutboxUnavailable, OSError)) or type(exc).__name__ in ("OperationalError", "PoolTimeout")
+
+
+def placeholder(record: CaptureRecord, reason: str) -> CaptureRecord:
+    """What a quarantined record keeps: where it was going and why it stopped, not its content."""
+    capture_id = record.capture_id if isinstance(record.capture_id, str) else new_id()
+    project = record.project if isinstance(record.project, dict) else {}
+    kept = CaptureRecord(
+        project={
+            "title": str(project.get("title") or "?"),
+            "id": project.get("id"),
+            "mode": project.get("mode") or "prompt",
+            "label_config": None,
+        },
+        prompt="",
+        data={"quarantined": reason},
+        session=None,
+        capture_id=capture_id,
+        kind=record.kind if record.kind in ("capture", "feedback") else "capture",
+    )
+    kept.seal()
+    return kept
+

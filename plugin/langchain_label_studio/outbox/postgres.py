@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..gil import step_aside
-from ..record import CaptureRecord
+from ..record import FEEDBACK_QUEUE, CaptureRecord
 from .base import Claimed, OutboxStats, OutboxUnavailable, SessionTask, within_cap
 
 try:
@@ -261,7 +261,7 @@ class PostgresOutbox:
             kept = rows
             if self.max_bytes is not None:
                 budget = self.max_bytes - self._used_bytes(conn)
-                kept = within_cap(rows, budget, lambda p, s: self._has_session(conn, p, s))
+                kept = within_cap(rows, budget, lambda p, s: self._has_session(conn, p, s), self.max_bytes)
             with conn.transaction(), conn.cursor() as cur:
                 cur.executemany(
                     self._q["insert"],
@@ -269,7 +269,7 @@ class PostgresOutbox:
                         {
                             "server": self.server,
                             "capture_id": r.capture_id,
-                            "project_key": r.project_key,
+                            "project_key": r.queue_key,
                             "session": r.session,
                             "payload": payload,
                             "created_at": r.captured_at,
@@ -285,7 +285,7 @@ class PostgresOutbox:
         args = {"server": self.server, "project_key": project_key, "session": session}
         return conn.execute(self._q["has_session"], args).fetchone() is not None
 
-    def claim(self, limit: int, lease_s: float) -> list[Claimed]:
+    def claim(self, limit: int, lease_s: float, feedback: bool = False) -> list[Claimed]:
         owner = self._live_owner()
 
         def work(conn: psycopg.Connection) -> list[tuple[int, str, int, bool]]:
@@ -301,6 +301,8 @@ class PostgresOutbox:
                     "limit": limit,
                     "owner": owner,
                     "until": now + lease_s,
+                    "feedback": feedback,
+                    "feedback_queue": f"{FEEDBACK_QUEUE}%",
                 }
                 first = conn.execute(self._q["first_due"], args).fetchone()
                 if first is None:
@@ -337,6 +339,16 @@ class PostgresOutbox:
                 conn.execute(self._q["done"], {"server": self.server, "seqs": [seq]})
 
         self._run(work)
+
+    def quarantine(self, record: CaptureRecord, reason: str) -> None:
+        args = {
+            "server": self.server,
+            "capture_id": record.capture_id,
+            "project_key": record.queue_key,
+            "payload": record.to_json(),
+            "reason": reason[:2000],
+        }
+        self._run(lambda c: c.execute(self._q["quarantine"], args))
 
     # -- sessions --------------------------------------------------------------------------------
     def session_task(self, project_key: str, session: str) -> SessionTask | None:
@@ -457,7 +469,8 @@ _QUERIES = {
     ),
     "first_due": (
         "SELECT project_key FROM {s}.records WHERE server = %(server)s AND not_before <= %(now)s "
-        f"AND NOT {_HELD.format(t='')} ORDER BY seq LIMIT 1"
+        f"AND NOT {_HELD.format(t='')} AND (project_key LIKE %(feedback_queue)s) = %(feedback)s "
+        "ORDER BY seq LIMIT 1"
     ),
     "claim": (
         "WITH due AS ("
@@ -483,6 +496,12 @@ _QUERIES = {
         f"SELECT seq, server, capture_id, project_key, session, payload, %(reason)s, {_NOW} FROM {{s}}.records "
         "WHERE server = %(server)s AND seq = %(seq)s "
         "ON CONFLICT (seq) DO UPDATE SET reason = EXCLUDED.reason, failed_at = EXCLUDED.failed_at"
+    ),
+    "quarantine": (
+        # Below zero: never the seq of a queued record, which may become a dead letter later.
+        "INSERT INTO {s}.dead_letters (seq, server, capture_id, project_key, session, payload, reason, failed_at) "
+        "SELECT LEAST(0, COALESCE(MIN(seq), 0)) - 1, %(server)s, %(capture_id)s, %(project_key)s, NULL, "
+        f"%(payload)s, %(reason)s, {_NOW} FROM {{s}}.dead_letters"
     ),
     "session_task": (
         "SELECT task_id, prediction_id, captured_at FROM {s}.sessions "

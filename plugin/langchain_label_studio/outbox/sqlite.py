@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..gil import step_aside
-from ..record import CaptureRecord
+from ..record import FEEDBACK_QUEUE, CaptureRecord
 from ..state_dir import open_private, private_dir
 from .base import Claimed, OutboxStats, SessionTask, within_cap
 
@@ -148,11 +148,13 @@ class SQLiteOutbox:
         rows = [(r, r.to_json()) for r in records]
         with self._tx() as db:
             if self.max_bytes is not None:
-                rows = within_cap(rows, self.max_bytes - self.size_bytes(), lambda p, s: self._has_session(db, p, s))
+                rows = within_cap(
+                    rows, self.max_bytes - self.size_bytes(), lambda p, s: self._has_session(db, p, s), self.max_bytes
+                )
             db.executemany(
                 "INSERT OR IGNORE INTO records (capture_id, project_key, session, payload, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                [(r.capture_id, r.project_key, r.session, payload, r.captured_at) for r, payload in rows],
+                [(r.capture_id, r.queue_key, r.session, payload, r.captured_at) for r, payload in rows],
             )
         return len(rows)
 
@@ -167,12 +169,13 @@ class SQLiteOutbox:
             is not None
         )
 
-    def claim(self, limit: int, lease_s: float) -> list[Claimed]:
+    def claim(self, limit: int, lease_s: float, feedback: bool = False) -> list[Claimed]:
         now = time.time()
         with self._tx() as db:
             first = db.execute(
-                f"SELECT project_key FROM records WHERE +not_before <= ? AND NOT {_HELD} ORDER BY seq LIMIT 1",
-                (now, now),
+                f"SELECT project_key FROM records WHERE +not_before <= ? AND NOT {_HELD} "
+                "AND (substr(project_key, 1, ?) = ?) = ? ORDER BY seq LIMIT 1",
+                (now, now, len(FEEDBACK_QUEUE), FEEDBACK_QUEUE, feedback),
             ).fetchone()
             if first is None:
                 return []
@@ -231,6 +234,15 @@ class SQLiteOutbox:
                 (reason[:2000], time.time(), seq),
             )
             db.execute("DELETE FROM records WHERE seq = ?", (seq,))
+
+    def quarantine(self, record: CaptureRecord, reason: str) -> None:
+        # Below zero: never the seq of a queued record, which may become a dead letter later.
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO dead_letters (seq, capture_id, project_key, payload, reason, failed_at) "
+                "SELECT MIN(0, COALESCE(MIN(seq), 0)) - 1, ?, ?, ?, ?, ? FROM dead_letters",
+                (record.capture_id, record.queue_key, record.to_json(), reason[:2000], time.time()),
+            )
 
     # -- sessions --------------------------------------------------------------------------
     def session_task(self, project_key: str, session: str) -> SessionTask | None:
