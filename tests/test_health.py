@@ -1,0 +1,174 @@
+"""The health and metrics endpoints: off the event loop, shared between pollers, guarded on request,
+and never showing credentials. No Label Studio needed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from langchain_label_studio import LabelStudioMiddleware
+from langchain_label_studio.pipeline import Pipeline
+
+
+@pytest.fixture
+def unit_env(tmp_path, monkeypatch) -> Iterator[None]:
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("LABEL_STUDIO_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LABEL_STUDIO_DELIVERY", "off")
+    yield
+
+
+def build(**options) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> dict[str, str]:
+        return {"pong": "yes"}
+
+    app.add_middleware(LabelStudioMiddleware, routes={}, health=True, **options)
+    return app
+
+
+def run(app: FastAPI, scenario) -> object:
+    """Run ``scenario(client)`` against the app on one event loop."""
+
+    async def main() -> object:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return await scenario(client)
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def slow_health(unit_env, monkeypatch) -> list[str]:
+    """``pipeline.health`` takes a second; returns the threads it ran in."""
+    calls: list[str] = []
+    original = Pipeline.health
+
+    def slow(self: Pipeline) -> dict:
+        calls.append(threading.current_thread().name)
+        time.sleep(1.0)
+        return original(self)
+
+    monkeypatch.setattr(Pipeline, "health", slow)
+    return calls
+
+
+def test_a_slow_health_view_does_not_hold_other_requests(slow_health) -> None:
+    async def scenario(client: httpx.AsyncClient) -> tuple[float, float, list[int]]:
+        started = time.monotonic()
+        polls = [asyncio.create_task(client.get("/label-studio/health")) for _ in range(8)]
+        await asyncio.sleep(0.1)
+        ping_start = time.monotonic()
+        pong = await client.get("/ping")
+        ping_s = time.monotonic() - ping_start
+        assert pong.json() == {"pong": "yes"}
+        answers = await asyncio.gather(*polls)
+        return ping_s, time.monotonic() - started, [a.status_code for a in answers]
+
+    ping_s, total_s, codes = run(build(), scenario)
+    assert ping_s < 0.5, f"/ping waited {ping_s:.2f}s behind the health view"
+    assert codes == [200] * 8
+    assert total_s < 1.9  # eight pollers shared one computation
+    assert len(slow_health) == 1 and slow_health[0] != threading.main_thread().name
+
+
+def test_pollers_share_a_recent_view(slow_health) -> None:
+    async def scenario(client: httpx.AsyncClient) -> list[int]:
+        first = await client.get("/label-studio/health")
+        again = await client.get("/label-studio/health")
+        assert again.json() == first.json()
+        await asyncio.sleep(1.1)
+        later = await client.get("/label-studio/health")
+        return [first.status_code, again.status_code, later.status_code]
+
+    assert run(build(), scenario) == [200, 200, 200]
+    assert len(slow_health) == 2  # one per second at most
+
+
+def test_metrics_off_the_loop(unit_env) -> None:
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get("/label-studio/metrics")
+
+    resp = run(build(), scenario)
+    assert resp.status_code == 200 and "langchain_label_studio_pending{" in resp.text
+
+
+def test_a_failing_health_view_is_a_503(unit_env, monkeypatch) -> None:
+    def broken(self: Pipeline) -> dict:
+        raise RuntimeError("outbox on fire")
+
+    monkeypatch.setattr(Pipeline, "health", broken)
+
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get("/label-studio/health")
+
+    resp = run(build(), scenario)
+    assert resp.status_code == 503 and "on fire" not in resp.text
+
+
+def _statuses(app: FastAPI, headers_list: list[dict[str, str]]) -> list[tuple[int, int]]:
+    async def scenario(client: httpx.AsyncClient) -> list[tuple[int, int]]:
+        out = []
+        for headers in headers_list:
+            health = await client.get("/label-studio/health", headers=headers)
+            metrics = await client.get("/label-studio/metrics", headers=headers)
+            out.append((health.status_code, metrics.status_code))
+        return out
+
+    return run(app, scenario)
+
+
+def test_token_guard(unit_env) -> None:
+    app = build(health_guard="s3cret-health-token")
+    assert _statuses(
+        app,
+        [
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Bearer s3cret-health-toke"},
+            {"Authorization": "Basic s3cret-health-token"},
+            {"Authorization": "Bearer s3cret-health-token"},
+            {"Authorization": "bearer s3cret-health-token"},
+        ],
+    ) == [(401, 401), (401, 401), (401, 401), (401, 401), (200, 200), (200, 200)]
+
+
+def test_callable_guards(unit_env) -> None:
+    def from_inside(scope) -> bool:
+        return (scope.get("client") or ("",))[0] == "127.0.0.1"
+
+    async def with_header(scope) -> bool:
+        return (b"x-ops", b"yes") in scope["headers"]
+
+    def broken(scope) -> bool:
+        raise RuntimeError("guard bug")
+
+    assert _statuses(build(health_guard=from_inside), [{}]) == [(200, 200)]
+    assert _statuses(build(health_guard=with_header), [{}, {"X-Ops": "yes"}]) == [(401, 401), (200, 200)]
+    assert _statuses(build(health_guard=broken), [{}]) == [(401, 401)]
+    with pytest.raises(ValueError):
+        LabelStudioMiddleware(FastAPI(), health=True, health_guard="")
+
+
+def test_health_shows_no_credentials(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://ops-user:hunter2-password@127.0.0.1:9/ls")
+    monkeypatch.setenv("LABEL_STUDIO_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LABEL_STUDIO_DELIVERY", "off")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "api-key-never-shown")
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response]:
+        return await client.get("/label-studio/health"), await client.get("/label-studio/metrics")
+
+    health, metrics = run(build(), scenario)
+    assert health.status_code == 200 and health.json()["pending"] == 0
+    for text in (health.text, metrics.text):
+        assert "hunter2" not in text and "ops-user" not in text and "api-key-never-shown" not in text
+    assert "127.0.0.1:9/ls" in health.json()["label_studio_url"]
