@@ -3,35 +3,71 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import shlex
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from . import local, operations
-from .client import LabelStudioError
+from .client import DEFAULT_URL, LabelStudioError
 from .export import FORMATS, POLICIES, export
 from .outbox import Outbox
 from .pipeline import Pipeline
 from .project import Project
+from .record import CaptureRecord
 from .settings import Settings
+
+#: The exit code of a command whose standard output was closed early (128 + SIGPIPE), as a
+#: shell reports it for Unix tools.
+EXIT_BROKEN_PIPE = 141
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (a message that spans lines, from a library or a server)."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def env_lines(server: local.LocalServer, password_path: Path) -> list[str]:
+    """What ``local up`` prints: a comment on the server and how to log in, then the lines that
+    point the plugin at it. The password itself is never printed, only the file holding it."""
+    return [
+        f"# Label Studio {local.LABEL_STUDIO_VERSION} at {server.url} "
+        f"(listening on {server.host}, pid {server.pid}, data {server.data_dir})",
+        f"# log in as {server.username} with the password in {password_path}",
+        *(f"export {key}={shlex.quote(value)}" for key, value in server.env().items()),
+    ]
+
+
+def env_json(server: local.LocalServer, password_path: Path) -> dict[str, str]:
+    """``local up --format json``: the environment, the login and the password's file."""
+    return {**server.env(), "username": server.username, "password_file": str(password_path), "host": server.host}
 
 
 def _print_env(server: local.LocalServer, fmt: str) -> None:
+    path = local.password_file(server)
     if fmt == "json":
-        print(json.dumps({**server.env(), "username": server.username, "password": server.password}))
-        return
-    print(f"# Label Studio {local.LABEL_STUDIO_VERSION} at {server.url} (pid {server.pid}, data {server.data_dir})")
-    print(f"# log in as {server.username} / {server.password}")
-    for key, value in server.env().items():
-        print(f"export {key}={shlex.quote(value)}")
+        print(json.dumps(env_json(server, path)))
+    else:
+        print("\n".join(env_lines(server, path)))
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    server = local.up(args.port, args.data_dir, timeout=args.timeout)
+    server = local.up(args.port, args.data_dir, host=args.host, timeout=args.timeout)
     _print_env(server, args.format)
     return 0
 
@@ -94,7 +130,12 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 
 # -- operations: status, dead letters, check -------------------------------------------------
 def _settings(args: argparse.Namespace) -> Settings:
+    """The configured server (``--url``, else ``LABEL_STUDIO_URL``, else the default), outboxes, key."""
     return Settings(url=getattr(args, "url", None), state_dir=args.state_dir, outbox=getattr(args, "outbox", None))
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def _age(seconds: float | None) -> str:
@@ -109,87 +150,122 @@ def _age(seconds: float | None) -> str:
     )
 
 
-def _status(args: argparse.Namespace) -> int:
-    reports = operations.status(_settings(args))
-    if args.format == "json":
-        print(json.dumps(reports, indent=2))
-        return 0
-    if not reports:
-        print(f"no outbox in {operations.outbox_home(_settings(args))}")
-        return 0
+def server_line(report: dict) -> str:
+    """The Label Studio line of one outbox: reachability and token of the configured server;
+    another server's is never contacted."""
+    ls = report["label_studio"]
+    if ls is None:
+        return f"  Label Studio   {report['label_studio_url']}: not checked: another server"
+    reachable = "reachable" if ls.get("reachable") else "NOT reachable"
+    return f"  Label Studio   {report['label_studio_url']}: {reachable}, token {ls.get('token') or 'not checked'}"
+
+
+def status_lines(reports: list[dict], url: str, home: str) -> list[str]:
+    """``status`` as text: per outbox its server, pending records per project, dead letters, last error."""
+    lines = []
     for r in reports:
-        ls = r["label_studio"] or {}
-        print(f"outbox {r['outbox']}")
-        print(
-            f"  Label Studio   {r['label_studio_url']}: {'reachable' if ls.get('reachable') else 'NOT reachable'}"
-            f", token {ls.get('token') or 'not checked'}"
-        )
-        print(f"  pending        {r['pending']} (oldest {_age(r['oldest_pending_s'])})")
-        for project, count in sorted(r["by_project"].items()):
-            print(f"    {project.split(':', 1)[1]:30} {count}")
-        print(f"  dead letters   {r['dead_letters']}")
+        lines += [f"outbox {r['outbox']}", server_line(r)]
+        if r["configured"] and r["recorded_url"] and r["recorded_url"] != r["label_studio_url"]:
+            lines.append(f"  recorded URL   {r['recorded_url']} (ignored: only {url} is contacted)")
+        lines.append(f"  pending        {r['pending']} (oldest {_age(r['oldest_pending_s'])})")
+        lines += [f"    {project.split(':', 1)[-1]:30} {count}" for project, count in sorted(r["by_project"].items())]
+        lines.append(f"  dead letters   {r['dead_letters']}")
         last = r["last_error"]
-        print(f"  last error     {last + ' (' + _age(r['last_error_age_s']) + ' ago)' if last else '-'}")
+        lines.append(f"  last error     {last + ' (' + _age(r['last_error_age_s']) + ' ago)' if last else '-'}")
+    if not any(r["configured"] for r in reports):
+        lines.append(f"no outbox for {url} in {home}")
+    return lines
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    reports = operations.status(settings, only_configured=bool(args.url))
+    if args.format == "json":
+        _print_json(reports)
+    else:
+        print("\n".join(status_lines(reports, settings.url or "", operations.outbox_home(settings))))
     return 0
 
 
-def _outbox(args: argparse.Namespace) -> Outbox:
-    settings = _settings(args)
-    found = operations.outboxes(settings)
-    if args.url:
-        found = [o for o in found if operations.server_of(o) == args.url.rstrip("/")]
-    if len(found) != 1:
-        where = operations.outbox_home(settings)
-        raise ValueError(
-            f"{len(found)} outboxes in {where} match; name the server with --url" if found else f"no outbox in {where}"
-        )
-    return found[0]
+def dead_letter_json(seq: int, record: CaptureRecord, reason: str, at: float, full: bool = False) -> dict:
+    """One dead letter for ``--json``: the whole record with ``full``, else its project and capture id."""
+    row: dict = {"seq": seq, "reason": reason, "failed_at": at}
+    if full:
+        return {**row, "record": json.loads(record.to_json())}
+    project = record.project.get("title") or record.project.get("id")
+    return {**row, "project": project, "capture_id": record.capture_id}
+
+
+def dead_letter_line(seq: int, record: CaptureRecord, reason: str, at: float) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    return f"{seq:6}  {when}  {record.project.get('title') or record.project.get('id')}  {one_line(reason)[:160]}"
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
-    outbox = _outbox(args)
+    """Dead letters of the configured server's outbox; ``retry`` delivers to that server only."""
+    settings = _settings(args)
+    outbox = operations.configured_outbox(settings)
+    try:
+        return _dead_letter_action(args, settings, outbox)
+    finally:
+        outbox.close()
+
+
+def _dead_letter_action(args: argparse.Namespace, settings: Settings, outbox: Outbox) -> int:
     action = args.dl_command
     if action == "list":
         rows = outbox.dead_letters()
-        for seq, record, reason, at in rows:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
-            print(f"{seq:6}  {when}  {record.project.get('title') or record.project.get('id')}  {reason[:160]}")
-        print(f"{len(rows)} dead letter(s)")
-    elif action == "show":
+        if args.format == "json":
+            _print_json([dead_letter_json(*row) for row in rows])
+        else:
+            print("\n".join([*(dead_letter_line(*row) for row in rows), f"{len(rows)} dead letter(s)"]))
+        return 0
+    if action == "show":
         match = [row for row in outbox.dead_letters() if row[0] == args.seq]
         if not match:
             raise ValueError(f"no dead letter {args.seq}")
-        seq, record, reason, at = match[0]
-        print(
-            json.dumps(
-                {"seq": seq, "reason": reason, "failed_at": at, "record": json.loads(record.to_json())},
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
-    else:
-        seqs = None if args.all else args.seqs
-        if not seqs and not args.all:
-            raise ValueError("name dead letters by number, or pass --all")
-        if action == "drop":
-            print(f"dropped {outbox.drop_dead_letters(seqs)} dead letter(s)")
-            return 0
-        moved = outbox.requeue_dead_letters(seqs)
-        print(f"{moved} dead letter(s) back in the queue")
-        if moved and not args.no_deliver:
-            url = operations.server_of(outbox)
-            settings = _settings(args)
-            pipeline = Pipeline(Settings(url=url, state_dir=settings.state_dir, outbox=settings.outbox))
-            delivered = pipeline.flush(args.timeout)
-            health = pipeline.health()
-            pipeline.close(timeout=1)
-            if not delivered or health["dead_lettered"]:
-                raise ValueError(
-                    f"not all delivered: {health['pending']} pending, {health['dead_lettered']} "
-                    f"dead-lettered again; last error: {health['last_error']}"
-                )
-            print(f"delivered {health['delivered']} record(s) to {url}")
+        _print_json(dead_letter_json(*match[0], full=True))
+        return 0
+    if not args.seqs and not args.all:
+        raise ValueError("name dead letters by number, or pass --all")
+    seqs = None if args.all else args.seqs
+    if action == "drop":
+        print(f"dropped {outbox.drop_dead_letters(seqs)} dead letter(s)")
+        return 0
+    moved = outbox.requeue_dead_letters(seqs)
+    print(f"{moved} dead letter(s) back in the queue")
+    if moved and not args.no_deliver:
+        _deliver_now(settings, args.timeout)
     return 0
+
+
+@contextlib.contextmanager
+def _library_logs_off() -> Iterator[None]:
+    """The plugin's log lines off (they would be printed on stderr beside the command's own error)."""
+    logger = logging.getLogger("langchain_label_studio")
+    previous, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = previous
+
+
+def _deliver_now(settings: Settings, timeout: float) -> None:
+    """Deliver the configured server's outbox to that server (``settings.url``) until it is empty."""
+    settings.deliver = True
+    with _library_logs_off():  # its errors are in the one line below
+        pipeline = Pipeline(settings)
+        try:
+            delivered = pipeline.flush(timeout)
+            health = pipeline.health()
+        finally:
+            pipeline.close(timeout=1)
+    if not delivered or health["dead_lettered"]:
+        raise ValueError(
+            f"not all delivered: {health['pending']} pending, {health['dead_lettered']} "
+            f"dead-lettered again; last error: {health['last_error']}"
+        )
+    print(f"delivered {health['delivered']} record(s) to {settings.url}")
 
 
 def _deliver(args: argparse.Namespace) -> int:
@@ -225,40 +301,60 @@ def _check(args: argparse.Namespace) -> int:
         projects.append(Project(name=args.project, mode=args.mode))
     settings = Settings(url=args.url, state_dir=None)
     problems = operations.check(settings, projects)
+    titles = [p.title() for p in projects]
+    if args.format == "json":
+        _print_json({"ok": not problems, "url": settings.url, "projects": titles, "problems": problems})
+        return 1 if problems else 0
     for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
+        print(f"problem: {one_line(problem)}", file=sys.stderr)
     if problems:
         return 1
-    names = ", ".join(p.title() for p in projects) or "no projects named"
+    names = ", ".join(titles) or "no projects named"
     print(f"ok: Label Studio at {settings.url} answers, the token is accepted; checked {names}")
     return 0
 
 
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", dest="format", action="store_const", const="json", help="output JSON, for scripts")
+    p.set_defaults(format="text")
+
+
 def _add_operations(commands: argparse._SubParsersAction) -> None:
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, url_help: str = "its outbox, and the only server contacted") -> None:
         p.add_argument(
             "--state-dir", default=None, help="outbox directory (default $LABEL_STUDIO_STATE_DIR or ~/.local/state/...)"
         )
-        p.add_argument("--url", default=None, help="only the outbox of this Label Studio URL")
+        p.add_argument(
+            "--url", default=None, help=f"Label Studio URL (default $LABEL_STUDIO_URL or {DEFAULT_URL}): {url_help}"
+        )
         p.add_argument(
             "--outbox", default=None, help="a PostgreSQL outbox URL (default $LABEL_STUDIO_OUTBOX_URL) instead"
         )
 
-    help_text = "outbox depth per project, oldest pending, dead letters, last error, Label Studio reachability"
+    help_text = (
+        "outbox depth per project, oldest pending, dead letters, last error; reachability and token of the "
+        "configured Label Studio (other servers' outboxes are listed, never contacted)"
+    )
     p = commands.add_parser("status", help=help_text, description=help_text)
-    common(p)
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    common(p, "the only server contacted; given, only its outbox is listed")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="output format (default %(default)s)")
+    p.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
     p.set_defaults(func=_status)
 
-    help_text = "inspect, replay or drop the records Label Studio refused"
+    help_text = "inspect, replay or drop the records Label Studio refused (in the configured server's outbox)"
     dl = commands.add_parser("dead-letters", help=help_text, description=help_text)
     actions = dl.add_subparsers(dest="dl_command", required=True, metavar="ACTION")
     p = actions.add_parser("list", help="one line per dead letter", description="one line per dead letter")
     common(p)
-    p = actions.add_parser("show", help="one dead letter in full", description="one dead letter in full")
+    _json_flag(p)
+    p = actions.add_parser("show", help="one dead letter in full (JSON)", description="one dead letter in full (JSON)")
     common(p)
-    p.add_argument("seq", type=int)
-    for name, text in (("retry", "put dead letters back in the queue and deliver them"), ("drop", "delete them")):
+    _json_flag(p)
+    p.add_argument("seq", type=int, help="dead letter number (see list)")
+    for name, text in (
+        ("retry", "put dead letters back in the queue and deliver them to the configured server"),
+        ("drop", "delete them"),
+    ):
         p = actions.add_parser(name, help=text, description=text)
         common(p)
         p.add_argument("seqs", type=int, nargs="*", help="dead letter numbers (see list)")
@@ -270,7 +366,7 @@ def _add_operations(commands: argparse._SubParsersAction) -> None:
 
     help_text = "deliver the outbox to Label Studio until stopped (for apps run with LABEL_STUDIO_DELIVERY=off)"
     p = commands.add_parser("deliver", help=help_text, description=help_text)
-    common(p)
+    common(p, "the server delivered to, and its outbox")
     p.add_argument("--report-every", type=float, default=60.0, help="seconds between progress lines (0: none)")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to finish delivery when stopped")
     p.set_defaults(func=_deliver)
@@ -282,17 +378,17 @@ def _add_operations(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--project", help="also check this project (name or title)")
     p.add_argument("--mode", choices=["prompt", "chat"], default="prompt", help="mode of --project")
-    p.add_argument("--url", default=None, help="Label Studio URL (default $LABEL_STUDIO_URL)")
+    p.add_argument("--url", default=None, help=f"Label Studio URL (default $LABEL_STUDIO_URL or {DEFAULT_URL})")
+    _json_flag(p)
     p.set_defaults(func=_check)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="langchain-label-studio", description="Capture LangChain traffic into Label Studio."
-    )
+    parser = Parser(prog="langchain-label-studio", description="Capture LangChain traffic into Label Studio.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    local_parser = commands.add_parser("local", help="run a local Label Studio for development and tests")
+    help_text = "run a local Label Studio for development and tests"
+    local_parser = commands.add_parser("local", help=help_text, description=help_text)
     local_commands = local_parser.add_subparsers(dest="local_command", required=True, metavar="ACTION")
     actions: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
         "up": ("install (once) and start Label Studio, print its URL and API key", _local_up),
@@ -306,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "down":
             p.add_argument("--format", choices=["shell", "json"], default="shell", help="output format")
         if name == "up":
+            p.add_argument(
+                "--host",
+                default=local.DEFAULT_HOST,
+                help="address to listen on (default %(default)s: this machine only)",
+            )
             p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /health")
         p.set_defaults(func=func)
     _add_export(commands)
@@ -314,15 +415,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; errors are one line on stderr and a non-zero exit code."""
+    """Run the command line; errors are one line on stderr and a non-zero exit code. A closed
+    standard output (``... | head``) ends the command quietly."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (local.LocalError, LabelStudioError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         return 130
+    except (local.LocalError, LabelStudioError, OSError, ValueError) as exc:
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # anything else is still one line, not a traceback
+        print(f"error: {type(exc).__name__}: {one_line(str(exc))}", file=sys.stderr)
+        return 1
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout is gone: point stdout at /dev/null (so the interpreter's last flush
+    is silent) and exit as a Unix tool killed by SIGPIPE would."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

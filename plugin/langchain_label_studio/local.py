@@ -28,7 +28,11 @@ from .state_dir import open_private, private_dir
 
 LABEL_STUDIO_VERSION = "1.23.2"
 DEFAULT_PORT = 8080
+#: The address Label Studio listens on: this machine only, unless ``up(host=...)`` says otherwise.
+DEFAULT_HOST = "127.0.0.1"
 ADMIN_EMAIL = "admin@example.com"
+#: The file in the data directory holding the admin's password (0600).
+PASSWORD_FILE = "admin-password"
 
 
 class LocalError(RuntimeError):
@@ -57,10 +61,45 @@ class LocalServer:
     password: str
     legacy_token: str
     api_key: str
+    #: The address it listens on (servers started before this was recorded listen on all).
+    host: str = "0.0.0.0"
 
     def env(self) -> dict[str, str]:
         """The environment variables that point the plugin at this server."""
         return {"LABEL_STUDIO_URL": self.url, "LABEL_STUDIO_API_KEY": self.api_key}
+
+    @property
+    def password_path(self) -> Path:
+        """Where the admin's password is kept (see :func:`password_file`)."""
+        return Path(self.data_dir) / PASSWORD_FILE
+
+
+def url_for(host: str, port: int) -> str:
+    """The URL of a server listening on ``host``: ``localhost`` for the loopback and
+    all-interfaces addresses, else the address itself."""
+    if host in ("127.0.0.1", "localhost", "0.0.0.0", "::", "::1", ""):
+        return f"http://localhost:{port}"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def start_command(exe: str | os.PathLike[str], port: int, host: str, url: str) -> list[str]:
+    """Label Studio's command line: listen on ``host`` (``--internal-host``; Label Studio's own
+    default is every interface) and build links with ``url`` (``--host``)."""
+    return [str(exe), "start", "--port", str(port), "--no-browser", "--internal-host", host, "--host", url]
+
+
+def password_file(server: LocalServer) -> Path:
+    """The file holding the admin's password, written (0600) if missing; returns its path."""
+    path = server.password_path
+    if not path.exists():
+        _write_private(path, server.password + "\n")
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``: 0600, never through a symbolic link."""
+    with os.fdopen(open_private(path, os.O_WRONLY | os.O_TRUNC), "w") as fh:
+        fh.write(text)
 
 
 @contextlib.contextmanager
@@ -89,13 +128,15 @@ def install(version: str = LABEL_STUDIO_VERSION, log: bool = True) -> Path:
         if log:
             print(f"Installing Label Studio {version} into {venv} (once; a few minutes)...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        pip_log = cache_dir() / f"install-{version}.log"
         result = subprocess.run(
             [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"label-studio=={version}"],
             capture_output=True,
             text=True,
         )
         if result.returncode != 0:
-            raise LocalError(f"pip could not install label-studio=={version}:\n{result.stderr[-2000:]}")
+            _write_private(pip_log, result.stdout + result.stderr)
+            raise LocalError(f"pip could not install label-studio=={version}; see {pip_log}")
         marker.write_text(version)
     return exe
 
@@ -112,10 +153,8 @@ def _load(data_dir: Path) -> LocalServer | None:
 
 
 def _save(server: LocalServer) -> None:
-    path = _state_path(Path(server.data_dir))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(asdict(server), fh, indent=2)
+    _write_private(_state_path(Path(server.data_dir)), json.dumps(asdict(server), indent=2))
+    _write_private(server.password_path, server.password + "\n")
 
 
 def _alive(pid: int) -> bool:
@@ -168,22 +207,26 @@ def up(
     port: int = DEFAULT_PORT,
     data_dir: str | os.PathLike[str] | None = None,
     *,
+    host: str = DEFAULT_HOST,
     version: str = LABEL_STUDIO_VERSION,
     timeout: float = 300.0,
 ) -> LocalServer:
-    """Start (or reuse) a local Label Studio and return how to reach it.
+    """Start (or reuse) a local Label Studio listening on ``host`` and return how to reach it.
+    The admin's password is kept in :func:`password_file`. A server already running on this
+    data directory is reused as it is (whatever address it listens on).
 
     Raises:
         LocalError: the install failed, the port is taken by another server, or the
             server did not become healthy within ``timeout`` seconds.
     """
     data = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir(port)
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(data)
     with _file_lock(data / ".up.lock"):
         running = status(port, data)
         if running:
+            password_file(running)
             return running
-        url = f"http://localhost:{port}"
+        url = url_for(host, port)
         if _healthy(url, timeout=1.0):
             raise LocalError(f"port {port} already serves another Label Studio; pick another --port")
         exe = install(version)
@@ -201,7 +244,7 @@ def up(
         }
         log = open(data / "label-studio.log", "ab")
         proc = subprocess.Popen(
-            [str(exe), "start", "--port", str(port), "--no-browser", "--host", url],
+            start_command(exe, port, host, url),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -219,7 +262,7 @@ def up(
                 raise LocalError(f"Label Studio did not answer /health within {timeout:.0f}s")
             time.sleep(1.0)
         api_key = previous.api_key if previous and _token_works(url, previous.api_key) else _mint_pat(url, legacy)
-        server = LocalServer(url, port, str(data), proc.pid, ADMIN_EMAIL, password, legacy, api_key)
+        server = LocalServer(url, port, str(data), proc.pid, ADMIN_EMAIL, password, legacy, api_key, host)
         _save(server)
         return server
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,22 +17,64 @@ from .project import Project
 from .settings import Settings
 
 
-def outboxes(settings: Settings) -> list[Outbox]:
+class AppImportError(ValueError):
+    """The ``--app`` of ``check`` could not be imported."""
+
+
+def sqlite_outbox_path(state_dir: str | os.PathLike[str], url: str) -> Path:
+    """The SQLite outbox file of the Label Studio server at ``url``, named as
+    :func:`~langchain_label_studio.outbox.open_outbox` names it (a hash of the URL)."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:10]
+    return Path(state_dir).expanduser() / f"outbox-{digest}.db"
+
+
+def outboxes(settings: Settings, only_configured: bool = False) -> list[Outbox]:
     """The outboxes of a deployment, one per Label Studio server: the SQLite files in the
-    state directory, or the servers' rows in the PostgreSQL outbox."""
+    state directory, or the servers' rows in the PostgreSQL outbox. With ``only_configured``,
+    only that of the configured server (``settings.url``), if it has one."""
+    url = settings.url or ""
     if settings.outbox:
         from .outbox.postgres import PostgresOutbox
 
         schema = settings.outbox_schema or "label_studio"
+        servers = PostgresOutbox.servers(settings.outbox, schema)
         return [
             PostgresOutbox(settings.outbox, server, schema=schema)
-            for server in PostgresOutbox.servers(settings.outbox, schema)
+            for server in servers
+            if not only_configured or server == url
         ]
-    return [SQLiteOutbox(path) for path in sorted(Path(settings.state_dir or "").glob("outbox-*.db"))]
+    paths = sorted(Path(settings.state_dir or "").expanduser().glob("outbox-*.db"))
+    if only_configured:
+        paths = [p for p in paths if p == sqlite_outbox_path(settings.state_dir or "", url)]
+    return [SQLiteOutbox(path) for path in paths]
+
+
+def is_configured(outbox: Outbox, settings: Settings) -> bool:
+    """Whether ``outbox`` is the configured server's: by its file name (SQLite) or its server
+    column (PostgreSQL), never by the URL recorded inside it, which anyone who can write the
+    file could change."""
+    if isinstance(outbox, SQLiteOutbox):
+        return outbox.path == sqlite_outbox_path(settings.state_dir or "", settings.url or "")
+    return getattr(outbox, "server", None) == settings.url
+
+
+def configured_outbox(settings: Settings) -> Outbox:
+    """The outbox of the configured Label Studio server (``settings.url``).
+
+    Raises:
+        ValueError: it has none (naming where it looked).
+    """
+    found = outboxes(settings, only_configured=True)
+    if not found:
+        raise ValueError(
+            f"no outbox for {settings.url} in {outbox_home(settings)}; name its server with --url or "
+            "LABEL_STUDIO_URL (`langchain-label-studio status` lists the outboxes)"
+        )
+    return found[0]
 
 
 def server_of(outbox: Outbox) -> str | None:
-    """The Label Studio URL an outbox's records are for."""
+    """The Label Studio URL recorded in an outbox (for people: not trusted to pick a server)."""
     return outbox.meta().get("label_studio_url") or getattr(outbox, "server", None)
 
 
@@ -61,36 +106,72 @@ def probe(url: str, api_key: str | None) -> dict[str, Any]:
     return report
 
 
-def status(settings: Settings) -> list[dict[str, Any]]:
-    """Per outbox: its server, pending records per project, oldest age, dead letters, last error."""
+def outbox_report(outbox: Outbox, settings: Settings) -> dict[str, Any]:
+    """One outbox's state. Only the configured server's outbox has its server probed (with the
+    configured URL and key); another server's is listed, never contacted."""
+    stats, meta = outbox.stats(), outbox.meta()
+    recorded = server_of(outbox)
+    mine = is_configured(outbox, settings)
+    last_at = float(meta["last_error_at"]) if "last_error_at" in meta else None
+    return {
+        "outbox": outbox.location,
+        "label_studio_url": settings.url if mine else recorded or "?",
+        "recorded_url": recorded,
+        "configured": mine,
+        "pending": stats.pending,
+        "by_project": stats.by_project,
+        "oldest_pending_s": stats.oldest_age_s,
+        "dead_letters": stats.dead_letters,
+        "last_error": meta.get("last_error"),
+        "last_error_age_s": None if last_at is None else time.time() - last_at,
+        "label_studio": probe(settings.url or "", settings.api_key) if mine else None,
+    }
+
+
+def status(settings: Settings, only_configured: bool = False) -> list[dict[str, Any]]:
+    """Per outbox (or only the configured server's): its server, pending records per project,
+    oldest age, dead letters, last error; reachability and token of the configured server."""
     reports = []
-    for outbox in outboxes(settings):
-        stats, meta = outbox.stats(), outbox.meta()
-        url = server_of(outbox) or "?"
-        last_at = float(meta["last_error_at"]) if "last_error_at" in meta else None
-        reports.append(
-            {
-                "outbox": outbox.location,
-                "label_studio_url": url,
-                "pending": stats.pending,
-                "by_project": stats.by_project,
-                "oldest_pending_s": stats.oldest_age_s,
-                "dead_letters": stats.dead_letters,
-                "last_error": meta.get("last_error"),
-                "last_error_age_s": None if last_at is None else time.time() - last_at,
-                "label_studio": probe(url, settings.api_key) if url != "?" else None,
-            }
-        )
-        outbox.close()
+    for outbox in outboxes(settings, only_configured):
+        try:
+            reports.append(outbox_report(outbox, settings))
+        finally:
+            outbox.close()
     return reports
+
+
+def load_app(target: str) -> Any:
+    """The ASGI app named ``module:attribute`` (attribute ``app`` by default), imported as uvicorn
+    does: with the current directory first on ``sys.path``.
+
+    Raises:
+        AppImportError: the target is malformed, the module cannot be imported (whatever it
+            raised), or it has no such attribute.
+    """
+    module_name, _, attribute = target.partition(":")
+    attribute = attribute or "app"
+    if not all(part.isidentifier() for part in (*module_name.split("."), *attribute.split("."))):
+        raise AppImportError(f"--app {target!r}: expected module:attribute, e.g. example_app.app:app")
+    cwd = os.getcwd()
+    if not sys.path or sys.path[0] not in ("", cwd):
+        sys.path.insert(0, cwd)
+    try:
+        app: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise AppImportError(f"cannot import {module_name} (from {cwd}): {type(exc).__name__}: {exc}") from exc
+    try:
+        for name in attribute.split("."):
+            app = getattr(app, name)
+    except AttributeError:
+        raise AppImportError(f"module {module_name} has no attribute {attribute!r}") from None
+    return app
 
 
 def projects_of_app(target: str) -> list[Project]:
     """The projects a ``module:attribute`` ASGI app maps its routes to (through the middleware)."""
     from .middleware import LabelStudioMiddleware, as_project
 
-    module_name, _, attribute = target.partition(":")
-    app = getattr(importlib.import_module(module_name), attribute or "app")
+    app = load_app(target)
     found: list[Project] = []
     for middleware in getattr(app, "user_middleware", []):
         if middleware.cls is LabelStudioMiddleware:
