@@ -9,15 +9,16 @@ import uuid
 import pytest
 from conftest import FEEDBACK_SECRET, project_tasks, serve, tasks_where, wait_delivered
 from faults import FaultProxy
-from test_middleware import chat
+from test_middleware import CHATS, chat
 
 from langchain_label_studio.feedback import FeedbackTokens
 
 TOKEN_HEADER = "x-label-studio-feedback-token"
 
 
-def joke(app, user: str, topic: str):
-    resp = app.post("/joke/invoke", json={"input": {"topic": topic}}, headers={"X-User-ID": user})
+def joke(app, user: str, topic: str, session: str | None = None):
+    headers = {"X-User-ID": user, **({"X-Session-ID": session} if session else {})}
+    resp = app.post("/joke/invoke", json={"input": {"topic": topic}}, headers=headers)
     assert resp.status_code == 200
     return resp
 
@@ -39,6 +40,7 @@ def test_feedback_lands_on_the_right_prompt_task(admin, example_app):
     [entry] = owls["data"]["feedback"]
     assert (entry["score"], entry["comment"]) == (0.0, "not funny")
     assert owls["data"]["feedback_score"] == 0.0 and owls["data"]["feedback_count"] == 1
+    assert owls["data"]["feedback_mean"] == 0.0
     assert "feedback" not in bees["data"]
 
 
@@ -54,8 +56,82 @@ def test_feedback_on_a_chat_session_keeps_every_entry(admin, example_app):
 
     [task] = tasks_where(admin, "Support chats", session_id=session)
     assert [(e["score"], e["comment"]) for e in task["data"]["feedback"]] == [(1.0, None), (0.5, "meh")]
-    assert task["data"]["feedback_count"] == 2
+    assert task["data"]["feedback_count"] == 2 and task["data"]["feedback_mean"] == 0.75
     assert [m["content"] for m in task["data"]["prompt"] if m["role"] == "user"] == ["hello", "and again", "third turn"]
+
+
+def test_a_session_id_is_no_key_to_another_users_task(admin, example_app):
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    alice_token = chat(example_app, "alice", session, "my own question").headers[TOKEN_HEADER]
+    wait_delivered(example_app)
+    [alice_before] = tasks_where(admin, CHATS, session_id=session, user_id="alice")
+
+    refused = example_app.post(
+        "/chat/invoke", json={"bogus": 1}, headers={"X-User-ID": "alice", "X-Session-ID": session}
+    )
+    assert refused.status_code == 422 and TOKEN_HEADER not in refused.headers
+
+    mallory = chat(example_app, "mallory", session, "hello?")
+    assert feedback(example_app, mallory.headers[TOKEN_HEADER], score=0, comment="vandalism").status_code == 202
+    wait_delivered(example_app)
+    [alice_after] = tasks_where(admin, CHATS, session_id=session, user_id="alice")
+    [mallory_task] = tasks_where(admin, CHATS, session_id=session, user_id="mallory")
+    assert alice_after["id"] == alice_before["id"] != mallory_task["id"]
+    assert alice_after["data"] == alice_before["data"]
+    assert [(e["score"], e["comment"]) for e in mallory_task["data"]["feedback"]] == [(0.0, "vandalism")]
+    assert [m["content"] for m in mallory_task["data"]["prompt"] if m["role"] == "user"] == ["hello?"]
+
+    assert feedback(example_app, alice_token, score=1, comment="helpful").status_code == 202
+    wait_delivered(example_app)
+    [alice_task] = tasks_where(admin, CHATS, session_id=session, user_id="alice")
+    assert [(e["score"], e["comment"]) for e in alice_task["data"]["feedback"]] == [(1.0, "helpful")]
+
+
+def test_prompt_feedback_lands_on_its_request_even_in_a_session(admin, example_app):
+    user, session = f"ps-{uuid.uuid4().hex[:6]}", f"s-{uuid.uuid4().hex[:8]}"
+    first = joke(example_app, user, "owls", session=session)
+    joke(example_app, user, "bees", session=session)
+    assert feedback(example_app, first.headers[TOKEN_HEADER], score=1, comment="owls!").status_code == 202
+    wait_delivered(example_app)
+
+    tasks = {t["data"]["prompt"]: t for t in tasks_where(admin, "Jokes", user_id=user)}
+    owls, bees = tasks["Tell me a joke about owls"], tasks["Tell me a joke about bees"]
+    assert owls["data"]["session_id"] == bees["data"]["session_id"] == session
+    assert [(e["score"], e["comment"]) for e in owls["data"]["feedback"]] == [(1.0, "owls!")]
+    assert "feedback" not in bees["data"]
+
+
+def test_a_flood_of_fresh_tokens_is_held_by_the_client_limit(admin, example_app):
+    user = f"flood-{uuid.uuid4().hex[:6]}"
+    fresh = [joke(example_app, user, f"topic {i}").headers[TOKEN_HEADER] for i in range(40)]
+    codes = [feedback(example_app, fresh[i % len(fresh)], score=1).status_code for i in range(400)]
+    assert set(codes) == {202, 429}
+    assert codes.count(202) <= 30 and codes[:30] == [202] * 30
+    wait_delivered(example_app)
+    tasks = tasks_where(admin, "Jokes", user_id=user)
+    assert sum(t["data"].get("feedback_count", 0) for t in tasks) == codes.count(202)
+
+
+def test_a_token_of_another_deployment_is_refused(label_studio, admin, example_app, tmp_path):
+    user = f"dep-{uuid.uuid4().hex[:6]}"
+    token = joke(example_app, user, "otters").headers[TOKEN_HEADER]
+    wait_delivered(example_app)
+    proxy = FaultProxy(label_studio.port).start()  # the same Label Studio under another URL: another deployment
+    try:
+        with serve("example_app.app:app", label_studio, tmp_path / "other", LABEL_STUDIO_URL=proxy.url) as other:
+            resp = feedback(other, token, score=0)
+            assert resp.status_code == 403, resp.text
+            wait_delivered(other)
+    finally:
+        proxy.close()
+    [task] = tasks_where(admin, "Jokes", user_id=user)
+    assert "feedback" not in task["data"]
+
+    with serve("example_app.app:app", label_studio, tmp_path / "replica") as replica:  # same deployment
+        assert feedback(replica, token, score=1).status_code == 202
+        wait_delivered(replica)
+    [task] = tasks_where(admin, "Jokes", user_id=user)
+    assert task["data"]["feedback_count"] == 1
 
 
 def test_feedback_while_label_studio_is_down(label_studio, admin, tmp_path):
@@ -74,12 +150,19 @@ def test_feedback_while_label_studio_is_down(label_studio, admin, tmp_path):
     assert [(e["score"], e["comment"]) for e in task["data"]["feedback"]] == [(1.0, "great")]
 
 
+def _claims(token: str) -> list:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
 def _tamper(token: str, **changes) -> str:
-    _, payload, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    """The token with claims changed and its signature kept."""
+    _, _, signature = token.split(".")
+    names = ["r", "route", "u", "s", "iat", "exp", "dep"]
+    claims = dict(zip(names, _claims(token), strict=True))
     claims.update(changes)
-    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return f"v1.{forged}.{signature}"
+    forged = base64.urlsafe_b64encode(json.dumps(list(claims.values())).encode()).rstrip(b"=").decode()
+    return f"v2.{forged}.{signature}"
 
 
 @pytest.mark.parametrize(
@@ -89,6 +172,7 @@ def _tamper(token: str, **changes) -> str:
         ("tampered", 403),
         ("other_capture", 403),
         ("expired", 401),
+        ("v1", 400),
         ("malformed", 400),
         ("not_json", 400),
         ("bad_score", 422),
@@ -102,13 +186,18 @@ def test_bad_feedback_is_refused_and_changes_nothing(admin, example_app, case, s
     wait_delivered(example_app)
     before = {t["id"]: t["data"] for t in tasks_where(admin, "Jokes", user_id=user)}
 
+    deployment = _claims(mine)[6]
+    other_id = other.headers["x-request-id"]
     expired = FeedbackTokens(FEEDBACK_SECRET.encode(), ttl_s=-10)
-    claims_project = {"title": "Jokes", "id": None, "mode": "prompt", "label_config": None}
     bodies = {
-        "forged": {"token": FeedbackTokens(b"wrong secret").issue(claims_project, "x", None), "score": 1},
-        "tampered": {"token": _tamper(mine, s="someone-else"), "score": 1},
-        "other_capture": {"token": _tamper(mine, r=other.headers["x-request-id"]), "score": 1},
-        "expired": {"token": expired.issue(claims_project, other.headers["x-request-id"], None), "score": 1},
+        "forged": {
+            "token": FeedbackTokens(b"wrong secret").issue(request_id=other_id, route="/joke", deployment=deployment),
+            "score": 1,
+        },
+        "tampered": {"token": _tamper(mine, u="someone-else"), "score": 1},
+        "other_capture": {"token": _tamper(mine, r=other_id), "score": 1},
+        "expired": {"token": expired.issue(request_id=other_id, route="/joke", deployment=deployment), "score": 1},
+        "v1": {"token": "v1." + mine.split(".", 1)[1], "score": 1},
         "malformed": {"token": "abc", "score": 1},
         "bad_score": {"token": mine, "score": 7},
         "long_comment": {"token": mine, "score": 1, "comment": "x" * 2001},

@@ -13,7 +13,8 @@ import pytest
 from fastapi import FastAPI
 
 from langchain_label_studio import LabelStudioMiddleware
-from langchain_label_studio.pipeline import Pipeline
+from langchain_label_studio.pipeline import Pipeline, get_pipeline
+from langchain_label_studio.settings import Settings
 
 
 @pytest.fixture
@@ -91,6 +92,18 @@ def test_pollers_share_a_recent_view(slow_health) -> None:
 
     assert run(build(), scenario) == [200, 200, 200]
     assert len(slow_health) == 2  # one per second at most
+
+
+def test_a_capture_shows_at_once(unit_env) -> None:
+    pipeline = get_pipeline(Settings())
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[int, int]:
+        before = (await client.get("/label-studio/health")).json()["dropped"]
+        pipeline.metrics.add("dropped")  # any counter that moves makes the next poll fresh
+        after = (await client.get("/label-studio/health")).json()["dropped"]
+        return before, after
+
+    assert run(build(), scenario) == (0, 1)
 
 
 def test_metrics_off_the_loop(unit_env) -> None:

@@ -153,3 +153,44 @@ def test_unmapped_and_default_routes(admin, ls_env, project_name):
     _, [task] = project_tasks(admin, default_name)
     assert task["data"]["route"] == "/other/invoke"
     assert prefilled(task) == "echo: by default"
+
+
+def test_request_ids_are_made_by_the_server(admin, ls_env, project_name):
+    app = FastAPI()
+    add_routes(app, RunnableLambda(echo), path="/echo")
+    app.add_middleware(LabelStudioMiddleware, routes={"/echo": project_name}, record_headers=["X-Client-Version"])
+    sent = {
+        "kept": [(b"x-request-id", b"support-42.a:b")],
+        "newline": [(b"x-request-id", b"support-43\n")],
+        "too long": [(b"x-request-id", b"x" * 129)],
+        "space": [(b"x-request-id", b"has space")],
+        "controls": [
+            (b"x-request-id", b"evil\x1bid"),
+            (b"x-user-id", "al\x1b[2Jice\u202e\u200b".encode()),
+            (b"x-session-id", b"s\x07-1"),
+            (b"x-client-version", b"1.0\x1b[31m"),
+        ],
+    }
+    answers = {}
+    with TestClient(app) as client:
+        for text, headers in sent.items():
+            resp = client.post("/echo/invoke", json={"input": {"text": text}}, headers=headers)
+            assert resp.status_code == 200
+            answers[text] = resp.headers["x-request-id"]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in answers.values())
+    assert len(set(answers.values())) == len(sent)
+    assert get_pipeline(Settings()).flush(60)
+
+    _, tasks = project_tasks(admin, project_name)
+    by_text = {t["data"]["prompt"]: t["data"] for t in tasks}
+    assert {text: data["request_id"] for text, data in by_text.items()} == answers
+    assert {text: data.get("client_request_id") for text, data in by_text.items()} == {
+        "kept": "support-42.a:b",
+        "newline": None,
+        "too long": None,
+        "space": None,
+        "controls": None,
+    }
+    controls = by_text["controls"]
+    assert (controls["user_id"], controls["session_id"]) == ("al[2Jice", "s-1")
+    assert controls["headers"] == {"x-client-version": "1.0[31m"}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hmac
 import inspect
 import json
@@ -498,23 +499,32 @@ class _FeedbackEndpoint:
 
 
 class _SharedView:
-    """A slow view computed in one background thread, at most once per ``ttl_s``.
+    """A slow view computed in one background thread, reused for up to ``HEALTH_CACHE_S``.
 
-    Pollers that arrive while it is being computed wait for that computation (on their
-    own event loop) instead of starting another; none of them blocks the loop.
+    Pollers that arrive while it is being computed wait for that computation (on their own
+    event loop) instead of starting another; none of them blocks the loop. A reused view
+    is one whose ``version`` (the pipeline's counters) has not moved since it was computed,
+    so a capture or a delivery in this process shows at once.
     """
 
-    def __init__(self, compute: Callable[[], Any], executor: Callable[[], concurrent.futures.Executor]) -> None:
+    def __init__(
+        self,
+        compute: Callable[[], Any],
+        executor: Callable[[], concurrent.futures.Executor],
+        version: Callable[[], Any],
+    ) -> None:
         self._compute = compute
         self._executor = executor
+        self._version = version
         self._value: Any = None
+        self._value_version: Any = None
         self._expires = 0.0
         self._running: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[Any]] = (
             weakref.WeakKeyDictionary()
         )
 
     async def get(self) -> Any:
-        if time.monotonic() < self._expires:
+        if time.monotonic() < self._expires and self._version() == self._value_version:
             return self._value
         loop = asyncio.get_running_loop()
         running = self._running.get(loop)
@@ -524,14 +534,22 @@ class _SharedView:
         return await asyncio.shield(running)
 
     def _refresh(self) -> Any:
+        version = self._version()  # before: a change while computing makes the next poll compute again
         value = self._compute()
-        self._value, self._expires = value, time.monotonic() + HEALTH_CACHE_S
+        self._value, self._value_version, self._expires = value, version, time.monotonic() + HEALTH_CACHE_S
         return value
 
     def _done(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
         self._running.pop(loop, None)
         if not future.cancelled():
             future.exception()  # retrieved, even when every poller has gone
+
+
+def _counters(pipeline: Pipeline) -> tuple[Any, ...]:
+    """What moves when this process captures, delivers or fails (read without a lock: a hint)."""
+    m = pipeline.metrics
+    skipped = sum(list(m.skipped.values()))
+    return (m.captured, m.delivered, m.updated, m.retried, m.dead_lettered, m.dropped, skipped, m.last_error_at)
 
 
 class _HealthView:
@@ -543,8 +561,9 @@ class _HealthView:
         self.guard = guard
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_pid = -1
-        self._health = _SharedView(pipeline.health, self._executor)
-        self._metrics = _SharedView(_metrics_text, self._executor)
+        counters = functools.partial(_counters, pipeline)
+        self._health = _SharedView(pipeline.health, self._executor, counters)
+        self._metrics = _SharedView(_metrics_text, self._executor, counters)
 
     def _executor(self) -> concurrent.futures.Executor:
         """One thread of its own (per process), so a stuck outbox never holds the app's threads."""
