@@ -23,9 +23,20 @@ joke_chain = ChatPromptTemplate.from_template("Tell me a joke about {topic}") | 
 
 
 def session_config(config: dict[str, Any], request: Request) -> dict[str, Any]:
-    """Use the X-Session-ID header as the LangGraph thread (a new thread when absent)."""
-    configurable = config.setdefault("configurable", {})
-    configurable["thread_id"] = request.headers.get("x-session-id") or configurable.get("thread_id") or uuid.uuid4().hex
+    """The LangGraph thread of a request: the X-Session-ID session of its user (new when absent).
+
+    The thread is named by user and session together, so a client that knows (or guesses)
+    another user's session id starts a thread of its own and never sees their conversation.
+    The user is the authenticated one where the app has authentication, else (in this
+    example) the X-User-ID header.
+    """
+    user = request.scope.get("user")
+    if user is not None and getattr(user, "is_authenticated", False):
+        name = str(user.identity)
+    else:
+        name = request.headers.get("x-user-id") or "anonymous"
+    session = request.headers.get("x-session-id") or uuid.uuid4().hex
+    config.setdefault("configurable", {})["thread_id"] = f"{name}:{session}"
     return config
 
 

@@ -46,6 +46,22 @@ def label_studio() -> local.LocalServer:
         local.down(LS_PORT, LS_DATA)
 
 
+PG = os.environ.get("LS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def pg_url():
+    """A PostgreSQL database of its own for one test (the local server), dropped afterwards."""
+    import psycopg
+
+    name = f"lls_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG}/{name}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def admin(label_studio: local.LocalServer) -> LabelStudioClient:
     """A client with the admin's legacy token, for checking what landed."""

@@ -20,22 +20,8 @@ import uuid
 
 import httpx
 import psycopg
-import pytest
 from conftest import ROOT, prefilled, tasks_where, wait_healthy
 from faults import free_port
-
-PG = os.environ.get("LS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-
-
-@pytest.fixture
-def pg_url():
-    """A database of its own for one test, dropped afterwards."""
-    name = f"lls_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG}/{name}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Replica:
