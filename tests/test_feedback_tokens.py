@@ -26,6 +26,7 @@ from langchain_label_studio.feedback import (
     deployment_id,
     parse_feedback,
 )
+from langchain_label_studio.label_config import DEFAULT_CONFIGS
 from langchain_label_studio.pipeline import get_pipeline
 from langchain_label_studio.record import CaptureRecord
 from langchain_label_studio.settings import Settings
@@ -377,6 +378,18 @@ def test_token_size_through_the_middleware(client) -> None:
     assert len(token) < 1000
     claims = tokens().verify(token)
     assert (len(claims.user_id), len(claims.session_id)) == (256, 256)
+
+
+def test_a_large_label_config_stays_out_of_the_token(unit_env) -> None:
+    config = DEFAULT_CONFIGS["prompt"].replace("<Style>", "<Style>/* " + "padding " * 400 + "*/", 1)
+    assert len(config) > 3000
+    big = Project("Big config", label_config=config)
+    with TestClient(build({"/echo": big})) as c:
+        token = ask(c).headers[TOKEN_HEADER]
+        assert len(token) < 300
+        assert post(c, token).status_code == 202
+    [record] = feedback_records(unit_env)
+    assert record.project == big.to_dict()  # the server's own project, config and all
 
 
 @pytest.mark.parametrize("route", ["/echo", "/chat"])
