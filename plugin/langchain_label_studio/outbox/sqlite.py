@@ -269,12 +269,12 @@ class SQLiteOutbox:
     # -- a lock shared by the processes of this machine ---------------------------------------
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        with open(self.path.parent / f"{name}.lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        fd = open_private(self.path.parent / f"{name}.lock")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # -- facts about the outbox (its server, its last error) -------------------------------------
     def set_meta(self, **values: str) -> None:
