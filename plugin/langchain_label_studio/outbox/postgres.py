@@ -20,10 +20,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from ..gil import step_aside
 from ..record import FEEDBACK_QUEUE, CaptureRecord
+from ..urls import public_url
 from .base import Claimed, OutboxStats, OutboxUnavailable, SessionTask, within_cap
 
 try:
@@ -102,12 +102,8 @@ def _key(text: str) -> int:
 
 
 def redacted(url: str) -> str:
-    """The URL without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL without its credentials (``user:password@`` or a ``password=`` parameter)."""
+    return public_url(url)
 
 
 class PostgresOutbox:
