@@ -4,6 +4,7 @@ package's own ``local.up`` (the same path as the demo and CI)."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import subprocess
@@ -28,6 +29,29 @@ LS_DATA = Path(os.environ.get("LS_TEST_DATA_DIR", ROOT / ".state" / "label-studi
 #: default; ``LS_TEST_SOAK=20 pytest tests/test_delivery_faults.py tests/test_processes.py`` runs
 #: them twenty times longer.
 SOAK = float(os.environ.get("LS_TEST_SOAK", "1"))
+
+
+#: Integration markers, set from the fixtures a test uses (directly or through other fixtures):
+#: ``-m "not ls and not pg and not browser and not langgraph_server"`` selects the unit tier.
+MARKERS_BY_FIXTURE = {"label_studio": "ls", "pg_url": "pg", "langgraph_server": "langgraph_server"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in MARKERS_BY_FIXTURE.items():
+            if fixture in used:
+                item.add_marker(marker)
+        if _drives_a_browser(item):
+            item.add_marker("browser")
+
+
+def _drives_a_browser(item: pytest.Item) -> bool:
+    """Whether a test drives Chromium (no fixture says so: its code imports playwright)."""
+    try:
+        return "playwright" in inspect.getsource(item.obj)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, TypeError):
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +84,26 @@ def pg_url():
     yield f"{PG}/{name}"
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+LS_PG_PORT = int(os.environ.get("LS_TEST_PG_PORT", "18090"))
+LS_PG_DATA = Path(os.environ.get("LS_TEST_PG_DATA_DIR", ROOT / ".state" / "label-studio-test-pg"))
+#: The database of the second test Label Studio, the one on PostgreSQL (created on first start).
+LS_PG_DATABASE = os.environ.get("LS_TEST_PG_DATABASE", f"{PG}/lls_label_studio_test")
+
+
+@pytest.fixture(scope="session")
+def label_studio_pg() -> local.LocalServer:
+    """A second test Label Studio, on PostgreSQL (as production runs it), started only for the
+    tests that ask for it; stopped at the end as :func:`label_studio` is."""
+    was_running = local.status(LS_PG_PORT, LS_PG_DATA) is not None
+    try:
+        server = local.up(LS_PG_PORT, LS_PG_DATA, timeout=600, database=LS_PG_DATABASE)
+    except local.LocalError as exc:
+        pytest.fail(f"Label Studio on PostgreSQL could not be started for the tests: {exc}")
+    yield server
+    if not was_running and not os.environ.get("LS_TEST_KEEP"):
+        local.down(LS_PG_PORT, LS_PG_DATA)
 
 
 @pytest.fixture

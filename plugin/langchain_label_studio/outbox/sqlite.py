@@ -7,7 +7,6 @@ process holding it is gone (a SIGKILLed worker's records go to the next process)
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 import threading
@@ -70,6 +69,8 @@ def _lease_alive(owner: str | None) -> bool:
     """Whether the process named in a lease (``pid-random``) still runs on this machine."""
     if not owner:
         return False
+    if os.name != "posix":  # os.kill(pid, 0) terminates the process on Windows: leases just expire
+        return True
     try:
         os.kill(int(owner.split("-", 1)[0]), 0)
     except ProcessLookupError:
@@ -77,6 +78,22 @@ def _lease_alive(owner: str | None) -> bool:
     except (PermissionError, ValueError):
         return True
     return True
+
+
+def lock_file(fd: int) -> None:
+    """Take an exclusive lock on an open file, waiting for it; closing the file releases it.
+
+    ``fcntl`` is imported here, not at module level, so the package imports on platforms
+    without it; only a process that needs the lock there fails, with a message that says why.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        raise RuntimeError(
+            "the SQLite outbox needs POSIX file locks (fcntl), which this platform lacks: "
+            "use a PostgreSQL outbox (LABEL_STUDIO_OUTBOX_URL) here"
+        ) from None
+    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def _placeholders(n: int) -> str:
@@ -271,7 +288,7 @@ class SQLiteOutbox:
     def lock(self, name: str) -> Iterator[None]:
         fd = open_private(self.path.parent / f"{name}.lock")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            lock_file(fd)
             yield
         finally:
             os.close(fd)  # releases the lock
