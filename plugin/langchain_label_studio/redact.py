@@ -1,10 +1,11 @@
 """Redaction of personal data and secrets, applied to every record before it is stored.
 
 Built-in rules replace matches with typed placeholders: ``<EMAIL>``, ``<PHONE>``,
-``<CREDIT_CARD>`` (Luhn-checked), ``<SECRET>`` (API keys, bearer tokens, JWTs,
-``password=...``) and ``<IBAN>`` (checksum-verified). Extra rules are ``{"NAME": regex}``
-pairs (matches become ``<NAME>``). Every string of the record is covered: messages, the
-graph state, tool arguments and results, metadata.
+``<CREDIT_CARD>`` (Luhn-checked), ``<SECRET>`` (API keys, bearer tokens, JWTs, private key
+blocks, ``password=...`` and other named secrets) and ``<IBAN>`` (checksum-verified). Extra
+rules are ``{"NAME": regex}`` pairs (matches become ``<NAME>``). Every string of the record is
+covered, dictionary keys included: messages, the graph state, tool arguments and results,
+metadata.
 
 The built-in rules run in time linear in the length of the text, whatever the text: the
 redaction runs in the app's process and ``re`` holds the GIL, so a pattern that backtracks
@@ -57,6 +58,14 @@ _PLACEHOLDER = r"(?-i:<[A-Z][A-Z0-9_]*>)"
 
 # --- secrets -------------------------------------------------------------------------------
 
+#: Characters a PEM body may hold: base64, line breaks (also JSON-escaped ``\n``) and the
+#: ``Proc-Type: 4,ENCRYPTED`` / ``DEK-Info: AES-128-CBC,...`` headers of legacy encrypted keys.
+_PEM_BODY = r"(?:[A-Za-z0-9+/=\s:,\\]|-(?!----))"
+#: How far a ``BEGIN`` without its ``END`` is redacted (an RSA 8192-bit key is ~6.5 KB).
+PEM_WINDOW = 12_000
+_PEM_LABEL = r"(?:[A-Z0-9]++ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
+_PEM = re.compile(rf"-----BEGIN {_PEM_LABEL}{_PEM_BODY}{{0,{PEM_WINDOW}}}+(?:-----END {_PEM_LABEL})?")
+
 _BEARER = re.compile(r"(?i)\bbearer\s++[A-Za-z0-9._~+/=-]{8,}+")
 
 #: A JWT: three base64url segments, the first starting ``eyJ`` (``{"`` encoded). The attempt
@@ -74,27 +83,66 @@ _API_KEY = re.compile(
     r"[-_]?[A-Za-z0-9_-]{16,}+"
 )
 
-_NAMED_SECRET = re.compile(
-    r"(?i)\b(api[_-]?key|apikey|secret|token|password|passwd|pwd)\b(\s*+[:=]\s*+)"
-    rf"[\"']?(?!{_PLACEHOLDER})[^\s\"',;]{{6,}}+"
+#: Names whose value is a secret, as the end of a key (``DB_PASSWORD``, ``X-Api-Key``,
+#: ``aws_secret_access_key``, ``clientSecret``): ``total_tokens`` or ``token_type`` are not.
+_SECRET_NAMES = ("password", "passwd", "passphrase", "pwd", "secret", "token")
+_SECRET_KEY_NAMES = tuple(
+    f"{word}{sep}key" for word in ("api", "access", "secret", "private") for sep in ("_", "-", "")
 )
+#: The last letters of those names come first: most words end otherwise and fail there.
+_ENDS_WITH_SECRET_NAME = (
+    "(?<=[dentyDENTY])(?:" + "|".join(f"(?<={name})" for name in _SECRET_NAMES + _SECRET_KEY_NAMES) + ")"
+)
+#: ``name = value``, ``name: value``, ``"name": "value"``, ``'name' => 'value'``. A quoted
+#: value is masked up to its closing quote (at most 4096 characters), a bare one up to a space
+#: or quote; quotes and separators stay.
+_NAMED_SECRET = re.compile(
+    rf"(?i)(?<![\w.-])[\w.-]++{_ENDS_WITH_SECRET_NAME}[\"']?\s*+(?:=>|[:=])\s*+"
+    rf"(?:\"(?!{_PLACEHOLDER}\")(?P<dq>[^\"\n]{{4,4096}}+)\""
+    rf"|'(?!{_PLACEHOLDER}')(?P<sq>[^'\n]{{4,4096}}+)'"
+    rf"|[\"']?(?!{_PLACEHOLDER})(?P<bare>[^\s\"',;]{{6,}}+))"
+)
+
+#: An AWS secret access key (40 base64 characters, mixed case, a digit) named nearby.
+_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9+/=])(?=[A-Za-z+/]{0,39}\d)[A-Za-z0-9+/]{40}(?![A-Za-z0-9+/=])")
+#: ``<SECRET>`` is not a context: it would make a second pass redact what the first left.
+_AWS_CONTEXT = re.compile(r"(?i)aws|(?<!<)secret")
+AWS_CONTEXT_CHARS = 100
+
+
+def _mask_group(match: re.Match[str], groups: tuple[str, ...], placeholder: str) -> str:
+    """The match with the first of ``groups`` that took part replaced by ``placeholder``."""
+    for name in groups:
+        start = match.start(name)
+        if start >= 0:
+            text, end = match.string, match.end(name)
+            return f"{text[match.start() : start]}{placeholder}{text[end : match.end()]}"
+    return match.group(0)
 
 
 def _named_secret(match: re.Match[str]) -> str:
-    return f"{match.group(1)}{match.group(2)}<SECRET>"
+    return _mask_group(match, ("dq", "sq", "bare"), "<SECRET>")
 
 
 def _jwt(match: re.Match[str]) -> str:
     return f"{match.group(1)}<SECRET>"
 
 
+def _aws_secret(match: re.Match[str]) -> str | None:
+    key = match.group(0)
+    if key.lower() == key or key.upper() == key:
+        return None
+    start = match.start()
+    context = match.string[max(0, start - AWS_CONTEXT_CHARS) : start]
+    return "<SECRET>" if _AWS_CONTEXT.search(context) else None
+
+
 # --- personal data -------------------------------------------------------------------------
 
-#: An e-mail address. The attempt starts where a run of local-part characters starts and
-#: takes the run whole; leading dots stay outside.
+#: An e-mail address, local part and domain in any script. The attempt starts where a run of
+#: local-part characters starts and takes the run whole; leading dots or quotes stay outside.
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])([._%+-]*+)[A-Za-z0-9][A-Za-z0-9._%+-]*+@[A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)*"
-    r"\.[A-Za-z]{2,}+\b"
+    r"(?<![\w.%+'-])([.%+'-]*+)\w[\w.%+'-]*+@[\w-]++(?:\.[\w-]++)*\.[^\W\d_]{2,}+\b"
 )
 
 
@@ -102,26 +150,57 @@ def _email(match: re.Match[str]) -> str:
     return f"{match.group(1)}<EMAIL>"
 
 
+#: IBAN length by country (SWIFT IBAN registry).
+IBAN_LENGTHS = {
+    **dict.fromkeys(["NO"], 15),
+    **dict.fromkeys(["BE"], 16),
+    **dict.fromkeys(["DK", "FI", "FK", "FO", "GL", "NL", "SD"], 18),
+    **dict.fromkeys(["MK", "SI"], 19),
+    **dict.fromkeys(["AT", "BA", "EE", "KZ", "LT", "LU", "MN", "XK"], 20),
+    **dict.fromkeys(["CH", "HR", "LI", "LV"], 21),
+    **dict.fromkeys(["BG", "BH", "CR", "DE", "GB", "GE", "IE", "ME", "RS", "VA"], 22),
+    **dict.fromkeys(["AE", "GI", "IL", "IQ", "OM", "SO", "TL"], 23),
+    **dict.fromkeys(["AD", "CZ", "ES", "MD", "PK", "RO", "SA", "SE", "SK", "TN", "VG"], 24),
+    **dict.fromkeys(["LY", "PT", "ST"], 25),
+    **dict.fromkeys(["IS", "TR"], 26),
+    **dict.fromkeys(["BI", "DJ", "FR", "GR", "IT", "MC", "MR", "SM"], 27),
+    **dict.fromkeys(["AL", "AZ", "BY", "CY", "DO", "GT", "HN", "HU", "LB", "NI", "PL", "SV"], 28),
+    **dict.fromkeys(["BR", "EG", "PS", "QA", "UA"], 29),
+    **dict.fromkeys(["JO", "KW", "MU", "YE"], 30),
+    **dict.fromkeys(["MT", "SC"], 31),
+    **dict.fromkeys(["LC"], 32),
+    **dict.fromkeys(["RU"], 33),
+}
 #: A=10 ... Z=35, the letters of an IBAN as its checksum counts them.
 _LETTER_VALUES = str.maketrans({chr(ord("A") + n): str(10 + n) for n in range(26)})
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
+_IBAN = re.compile(r"(?i)\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
 
-_CARD = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
+#: A card number as cards print it: 13 to 19 digits in one run, in groups of four (4-4-4-4,
+#: 4-4-4-1 to 4-4-4-4-3) or as 4-6-5 / 4-6-4 (Amex, Diners), with one separator throughout.
+#: Digits in other groupings are not taken for a card (nor are a UUID's groups).
+#: (The pattern starts with its first digit, not a look-behind: ``re`` then skips to digits fast.)
+_CARD = re.compile(
+    r"\d(?<![\w+]\d)(?:\d{12,18}"
+    r"|\d{3}(?P<sep>[ ./_-])(?:\d{4}(?P=sep)\d{4}(?P=sep)(?:\d{4}(?P=sep)\d{1,3}|\d{1,4})|\d{6}(?P=sep)\d{4,5}))\b"
+)
+_UUID_GROUP_STARTS = (0, 9, 14, 19, 24)
+_UUID = re.compile(r"(?<![0-9A-Fa-f-])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Fa-f-])")
 
-#: Phone numbers: international (``+``, then digit groups, some in parentheses),
-#: ``(555) 123-4567``, ``555-123-4567``, national with a trunk ``0`` (``07700 900123``).
-#: Digit groups are taken whole (possessive): a number's digits are not split in every way.
+#: Phone numbers: international (``+`` or ``00``, then digit groups, some in parentheses),
+#: ``(555) 123-4567``, ``555-123-4567``, national with a trunk ``0`` (``07700 900123``,
+#: ``01 44 55 66 77``). Not after ``12:`` or ``12.`` (the seconds of a time, a decimal).
 _SEP = r"[ \t\u00a0\u202f.-]"
 _INTL = (
-    rf"(?P<intl>\+(?=(?:[ \t\u00a0\u202f.()-]{{0,2}}\d){{8}})"
+    rf"(?P<intl>(?:\+|00(?=[1-9]\d{{0,2}}[ \t\u00a0\u202f.(-]))(?=(?:[ \t\u00a0\u202f.()-]{{0,2}}\d){{8}})"
     rf"\d++(?:{_SEP}?\(\d{{1,4}}\){_SEP}?\d++|{_SEP}\d++)?+"
     rf"(?:{_SEP}?\(\d{{1,4}}\){_SEP}?\d++|{_SEP}\d{{2,}}+){{0,6}}+)"
 )
 _PHONE = re.compile(
-    rf"(?<![\w+])(?:{_INTL}"
+    rf"(?<![\w+])(?<!\d[:.])(?:{_INTL}"
     rf"|\(\d{{2,4}}\){_SEP}?\d{{3,4}}{_SEP}?\d{{3,4}}"
     rf"|\d{{3}}{_SEP}\d{{3}}{_SEP}\d{{4}}"
-    rf"|0\d{{1,4}}{_SEP}\d{{3,4}}{_SEP}?\d{{3,4}})(?!\w)"
+    rf"|0\d{{1,4}}{_SEP}\d{{3,4}}{_SEP}?\d{{3,4}}"
+    rf"|0[1-9](?:{_SEP}\d\d){{4}})(?!\w)"
 )
 _PHONE_GROUP = re.compile(r"\d+")
 _PHONE_PUNCTUATION = "( \t\u00a0\u202f.-"
@@ -138,14 +217,40 @@ def _luhn_ok(digits: str) -> bool:
 _LUHN_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")
 
 
+def _in_uuid(match: re.Match[str]) -> bool:
+    """Whether the match lies inside a UUID (whose digit groups can look like a number)."""
+    text, start, end = match.string, match.start(), match.end()
+    if text[start - 1 : start] != "-" and text[end : end + 1] != "-":
+        return False
+    for offset in _UUID_GROUP_STARTS:
+        uuid = _UUID.match(text, start - offset) if start >= offset else None
+        if uuid is not None and end <= uuid.end():
+            return True
+    return False
+
+
 def _card(match: re.Match[str]) -> Verdict:
-    digits = match.group(0).replace(" ", "").replace("-", "")
-    return "<CREDIT_CARD>" if 13 <= len(digits) <= 19 and _luhn_ok(digits) else None
+    sep = match.group("sep")
+    digits = match.group(0).replace(sep, "") if sep else match.group(0)
+    if _luhn_ok(digits):
+        return "<CREDIT_CARD>"
+    if sep and len(digits) > 16 and _luhn_ok(digits[:16]):  # 4-4-4-4, then other digits
+        return "<CREDIT_CARD>", match.start() + 19
+    return None
 
 
 def _iban(match: re.Match[str]) -> Verdict:
-    raw = match.group(0).replace(" ", "")
-    return "<IBAN>" if len(raw) >= 15 and _iban_ok(raw) else None
+    text = match.group(0)
+    raw = text.replace(" ", "")
+    length = IBAN_LENGTHS.get(raw[:2].upper())
+    if length is None:  # a country outside the registry: any IBAN length, written in capitals
+        return "<IBAN>" if raw[:2].isupper() and 15 <= len(raw) <= 34 and _iban_ok(raw) else None
+    if len(raw) < length or not _iban_ok(raw[:length]):
+        return None
+    if len(raw) == length:
+        return "<IBAN>"
+    end = _end_of(text, length)  # a word written after it (a group apart), to be scanned again
+    return ("<IBAN>", match.start() + end) if text[end : end + 1] == " " else None
 
 
 def _iban_ok(raw: str) -> bool:
@@ -153,11 +258,23 @@ def _iban_ok(raw: str) -> bool:
     return number.isdigit() and int(number) % 97 == 1
 
 
+def _end_of(text: str, count: int) -> int:
+    """The index in ``text`` just past its ``count``-th character that is not a space."""
+    seen = 0
+    for i, ch in enumerate(text):
+        seen += ch != " "
+        if seen == count:
+            return i + 1
+    return len(text)
+
+
 def _phone(match: re.Match[str]) -> Verdict:
+    if _in_uuid(match):
+        return None
     if match.start("intl") < 0:  # the national forms have 8 to 13 digits by construction
         return "<PHONE>"
     text = match.group(0)
-    total = 0
+    total = -2 if text.startswith("00") else 0  # an international prefix, not part of the number
     for group in _PHONE_GROUP.finditer(text):
         if total + len(group.group(0)) > 15:  # too long: the groups before are the number
             if total < 8:
@@ -183,13 +300,20 @@ def _has_digit(text: str) -> bool:
 _DIGIT = re.compile(r"\d")
 
 
+def _names_aws_secret(text: str) -> bool:
+    lowered = text.lower()
+    return "aws" in lowered or "secret" in lowered
+
+
 #: The built-in rules in the order they are applied: secrets first (a password may hold an
 #: ``@``), then e-mails, IBANs before cards and phones (their digits would look like either).
 BUILTIN_RULES: list[Rule] = [
+    Rule("SECRET", _PEM, "<SECRET>", lambda text: "-----BEGIN" in text),
     Rule("SECRET", _BEARER, "Bearer <SECRET>", lambda text: "bearer" in text.lower()),
     Rule("SECRET", _JWT, _jwt, lambda text: "eyJ" in text),
     Rule("SECRET", _API_KEY, "<SECRET>", lambda text: any(prefix in text for prefix in _KEY_PREFIXES)),
     Rule("SECRET", _NAMED_SECRET, _named_secret, lambda text: "=" in text or ":" in text),
+    Rule("SECRET", _AWS_SECRET, _aws_secret, _names_aws_secret),
     Rule("EMAIL", _EMAIL, _email, lambda text: "@" in text),
     Rule("IBAN", _IBAN, _iban, _has_digit),
     Rule("CREDIT_CARD", _CARD, _card, _has_digit),
@@ -205,6 +329,7 @@ def _may_match_builtin(text: str) -> bool:
     return (
         _MARK_OR_DIGIT.search(text) is not None
         or "eyJ" in text
+        or "-----BEGIN" in text
         or "bearer" in text.lower()
         or _KEY_START.search(text) is not None
     )
@@ -270,13 +395,27 @@ class Redactor:
         return "".join(pieces)
 
     def value(self, value: Any) -> Any:
+        """A redacted copy of a JSON-like value: strings, and dictionary keys, redacted."""
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {k: self.value(v) for k, v in value.items()}
+            return self._dict(value)
         if isinstance(value, list):
             return [self.value(v) for v in value]
         return value
+
+    def _dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        out = {key: self.value(item) for key, item in value.items()}
+        if self._joinable and all(type(key) is not str or _plain_key(key) for key in out):
+            return out  # most keys: a short word that no built-in rule can match
+        renamed: dict[Any, Any] = {}
+        for key, item in out.items():
+            if isinstance(key, str):
+                key = self.text(key)
+                if key in renamed:  # two keys became one placeholder: both values are kept
+                    key = _free_key(key, renamed)
+            renamed[key] = item
+        return renamed
 
     def record(self, record: CaptureRecord) -> CaptureRecord:
         """Redact a record in place (prompt, answer, every data value) and return it."""
@@ -318,9 +457,26 @@ class Redactor:
         return False
 
 
-#: A request or run id as generated here: no built-in rule can match inside it (a
-#: 32-character word has no boundary for the digit rules, and no secret prefix is hex).
+def _free_key(key: str, taken: Mapping[Any, Any]) -> str:
+    """``key#2``, ``key#3``...: the first that is not taken."""
+    n = 2
+    while f"{key}#{n}" in taken:
+        n += 1
+    return f"{key}#{n}"
+
+
+#: A request or run id as generated here: no built-in rule changes it (a 32-character word has
+#: no boundary for the digit rules, no IBAN of a hex country code is 32 long, and no secret
+#: prefix is hex).
 _GENERATED_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _plain_key(key: str) -> bool:
+    """A short key of letters and underscores (``role``, ``user_id``): no built-in rule matches it.
+
+    (It has no digit, mark or dot, and is too short for an API key.)
+    """
+    return len(key) < 18 and key.isascii() and key.replace("_", "a").isalpha()
 
 
 def _collect(value: Any, into: list[str]) -> None:
@@ -328,7 +484,9 @@ def _collect(value: Any, into: list[str]) -> None:
         if len(value) != 32 or not _GENERATED_ID.fullmatch(value):
             into.append(value)
     elif isinstance(value, dict):
-        for item in value.values():
+        for key, item in value.items():
+            if isinstance(key, str) and not _plain_key(key):
+                into.append(key)
             _collect(item, into)
     elif isinstance(value, list):
         for item in value:
