@@ -20,8 +20,15 @@ import uuid
 
 import httpx
 import psycopg
+import pytest
 from conftest import ROOT, prefilled, tasks_where, wait_healthy
 from faults import free_port
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def label_studio(request: pytest.FixtureRequest, label_studio):
+    """The test Label Studio on SQLite, or the one on PostgreSQL (started on first use)."""
+    return request.getfixturevalue("label_studio_pg") if request.param == "postgresql" else label_studio
 
 
 class Replica:
@@ -312,7 +319,7 @@ def test_status_and_dead_letters_of_the_shared_outbox(label_studio, pg_url, tmp_
 
     status = cli("status", env=env)
     assert status.returncode == 0, status.stderr
-    assert "outbox postgresql://postgres@127.0.0.1:5432/" in status.stdout
+    assert "outbox postgresql://" in status.stdout and f"127.0.0.1:5432/{pg_url.rsplit('/', 1)[1]}" in status.stdout
     assert "pending        2" in status.stdout and "Support chats" in status.stdout
     assert "dead letters   1" in status.stdout and "reachable" in status.stdout
     listed = cli("dead-letters", "list", env=env)

@@ -47,7 +47,7 @@ def env_lines(server: local.LocalServer, password_path: Path) -> list[str]:
     point the plugin at it. The password itself is never printed, only the file holding it."""
     return [
         f"# Label Studio {local.LABEL_STUDIO_VERSION} at {server.url} "
-        f"(listening on {server.host}, pid {server.pid}, data {server.data_dir})",
+        f"(listening on {server.host}, pid {server.pid}, data {server.data_dir}, database {server.database_label})",
         f"# log in as {server.username} with the password in {password_path}",
         *(f"export {key}={shlex.quote(value)}" for key, value in server.env().items()),
     ]
@@ -55,7 +55,13 @@ def env_lines(server: local.LocalServer, password_path: Path) -> list[str]:
 
 def env_json(server: local.LocalServer, password_path: Path) -> dict[str, str]:
     """``local up --format json``: the environment, the login and the password's file."""
-    return {**server.env(), "username": server.username, "password_file": str(password_path), "host": server.host}
+    return {
+        **server.env(),
+        "username": server.username,
+        "password_file": str(password_path),
+        "host": server.host,
+        "database": server.database_label,
+    }
 
 
 def _print_env(server: local.LocalServer, fmt: str) -> None:
@@ -67,7 +73,7 @@ def _print_env(server: local.LocalServer, fmt: str) -> None:
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    server = local.up(args.port, args.data_dir, host=args.host, timeout=args.timeout)
+    server = local.up(args.port, args.data_dir, host=args.host, timeout=args.timeout, database=args.database)
     _print_env(server, args.format)
     return 0
 
@@ -408,6 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
                 help="address to listen on (default %(default)s: this machine only)",
             )
             p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /health")
+            p.add_argument(
+                "--database",
+                default=None,
+                metavar="URL",
+                help="postgresql://USER:PASSWORD@HOST:PORT/NAME to run on PostgreSQL (the database is created "
+                "if missing), or 'sqlite' (a file in the data directory); default: what the data directory "
+                "used last, else sqlite",
+            )
         p.set_defaults(func=func)
     _add_export(commands)
     _add_operations(commands)

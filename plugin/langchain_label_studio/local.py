@@ -4,7 +4,8 @@ Label Studio is installed into a virtualenv of its own (its pins clash with Lang
 stacks), cached under ``~/.cache/langchain-label-studio``. ``up`` starts it on a port
 and data directory, creates an admin user and a Personal Access Token without any
 prompt, waits for ``/health`` and returns the URL and token. A second ``up`` on the same
-data directory reuses the running server.
+data directory reuses the running server. Its database is SQLite in the data directory, or a
+PostgreSQL database (``up(database="postgresql://...")``), as production servers run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -63,15 +65,101 @@ class LocalServer:
     api_key: str
     #: The address it listens on (servers started before this was recorded listen on all).
     host: str = "0.0.0.0"
+    #: Its PostgreSQL database (a ``postgresql://`` URL), or ``""`` for SQLite in the data directory.
+    database: str = ""
 
     def env(self) -> dict[str, str]:
         """The environment variables that point the plugin at this server."""
         return {"LABEL_STUDIO_URL": self.url, "LABEL_STUDIO_API_KEY": self.api_key}
 
     @property
+    def database_label(self) -> str:
+        """Its database for display: ``sqlite`` or the PostgreSQL URL without its password."""
+        return redact_database(self.database) if self.database else SQLITE
+
+    @property
     def password_path(self) -> Path:
         """Where the admin's password is kept (see :func:`password_file`)."""
         return Path(self.data_dir) / PASSWORD_FILE
+
+
+SQLITE = "sqlite"
+
+
+def database_env(database: str) -> dict[str, str]:
+    """Label Studio's environment for ``database``: ``sqlite`` (or empty), or a PostgreSQL URL
+    ``postgresql://USER:PASSWORD@HOST:PORT/NAME`` (user ``postgres``, host ``localhost`` and port
+    5432 unless given)."""
+    if database in ("", SQLITE):
+        return {"DJANGO_DB": "sqlite"}
+    parts = urlsplit(database)
+    name = unquote(parts.path.lstrip("/"))
+    if parts.scheme not in ("postgresql", "postgres") or not name or "/" in name:
+        raise LocalError(
+            f"--database must be {SQLITE} or postgresql://USER@HOST:PORT/NAME, not {redact_database(database)}"
+        )
+    if parts.query or parts.fragment:
+        raise LocalError(
+            "--database takes no query parameters (Label Studio reads only user, password, host, port, name)"
+        )
+    try:
+        port = parts.port or 5432
+    except ValueError as exc:
+        raise LocalError(f"--database has a bad port: {exc}") from None
+    return {
+        "DJANGO_DB": "default",
+        "POSTGRE_NAME": name,
+        "POSTGRE_USER": unquote(parts.username or "postgres"),
+        "POSTGRE_PASSWORD": unquote(parts.password or ""),
+        "POSTGRE_HOST": parts.hostname or "localhost",
+        "POSTGRE_PORT": str(port),
+    }
+
+
+def redact_database(database: str) -> str:
+    """A database URL without its password."""
+    parts = urlsplit(database)
+    if parts.password is None:
+        return database
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{netloc}").geturl()
+
+
+#: Run in Label Studio's virtualenv (which has psycopg): create the database named by the
+#: ``POSTGRE_*`` variables unless it exists, connecting to the server's ``postgres`` database.
+_CREATE_DATABASE = """
+import os, sys
+import psycopg
+from psycopg import sql
+env = os.environ
+args = dict(user=env["POSTGRE_USER"], host=env["POSTGRE_HOST"], port=env["POSTGRE_PORT"], connect_timeout=10)
+if env["POSTGRE_PASSWORD"]:
+    args["password"] = env["POSTGRE_PASSWORD"]
+name = env["POSTGRE_NAME"]
+def why(exc):
+    return " ".join(str(exc).split())
+try:
+    with psycopg.connect(dbname=name, **args):
+        sys.exit(0)
+except psycopg.OperationalError as exc:
+    if "does not exist" not in str(exc):
+        sys.exit(f"cannot connect to PostgreSQL at {args['host']}:{args['port']}: {why(exc)}")
+try:
+    with psycopg.connect(dbname="postgres", autocommit=True, **args) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+except psycopg.Error as exc:
+    sys.exit(f"cannot create database {name}: {why(exc)}")
+"""
+
+
+def ensure_database(exe: Path, env: dict[str, str]) -> None:
+    """Create the PostgreSQL database of ``env`` (``POSTGRE_*``) unless it exists, with the
+    Python of Label Studio's virtualenv (``exe`` is its ``label-studio``)."""
+    python = exe.parent / "python"
+    result = subprocess.run([str(python), "-c", _CREATE_DATABASE], env=env, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["unknown error"]
+        raise LocalError(lines[-1])
 
 
 def url_for(host: str, port: int) -> str:
@@ -210,20 +298,33 @@ def up(
     host: str = DEFAULT_HOST,
     version: str = LABEL_STUDIO_VERSION,
     timeout: float = 300.0,
+    database: str | None = None,
 ) -> LocalServer:
     """Start (or reuse) a local Label Studio listening on ``host`` and return how to reach it.
     The admin's password is kept in :func:`password_file`. A server already running on this
     data directory is reused as it is (whatever address it listens on).
 
+    ``database`` is ``"sqlite"`` (a file in the data directory) or a ``postgresql://`` URL (the
+    database is created if missing). ``None``: the database this data directory used last,
+    else SQLite.
+
     Raises:
-        LocalError: the install failed, the port is taken by another server, or the
-            server did not become healthy within ``timeout`` seconds.
+        LocalError: the install failed, the port is taken by another server, the server on
+            this data directory runs on another database, the PostgreSQL database cannot be
+            reached or created, or the server did not become healthy within ``timeout`` seconds.
     """
     data = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir(port)
     private_dir(data)
     with _file_lock(data / ".up.lock"):
+        wanted = None if database is None else ("" if database == SQLITE else database)
+        db_env = database_env(wanted or "")  # checks the URL before anything starts
         running = status(port, data)
         if running:
+            if wanted is not None and wanted != running.database:
+                raise LocalError(
+                    f"the Label Studio of {data} runs on {running.database_label}; "
+                    "stop it (local down) to start it on another database"
+                )
             password_file(running)
             return running
         url = url_for(host, port)
@@ -231,10 +332,14 @@ def up(
             raise LocalError(f"port {port} already serves another Label Studio; pick another --port")
         exe = install(version)
         previous = _load(data)
+        if wanted is None:
+            wanted = previous.database if previous else ""
+            db_env = database_env(wanted)
         legacy = previous.legacy_token if previous else secrets.token_hex(20)
         password = previous.password if previous else secrets.token_urlsafe(12)
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not _label_studio_db_var(k)},
+            **db_env,
             "LABEL_STUDIO_BASE_DATA_DIR": str(data),
             "LABEL_STUDIO_USERNAME": ADMIN_EMAIL,
             "LABEL_STUDIO_PASSWORD": password,
@@ -242,6 +347,8 @@ def up(
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         }
+        if wanted:
+            ensure_database(exe, env)
         log = open(data / "label-studio.log", "ab")
         proc = subprocess.Popen(
             start_command(exe, port, host, url),
@@ -262,9 +369,19 @@ def up(
                 raise LocalError(f"Label Studio did not answer /health within {timeout:.0f}s")
             time.sleep(1.0)
         api_key = previous.api_key if previous and _token_works(url, previous.api_key) else _mint_pat(url, legacy)
-        server = LocalServer(url, port, str(data), proc.pid, ADMIN_EMAIL, password, legacy, api_key, host)
+        server = LocalServer(url, port, str(data), proc.pid, ADMIN_EMAIL, password, legacy, api_key, host, wanted)
         _save(server)
         return server
+
+
+def _label_studio_db_var(name: str) -> bool:
+    """An environment variable that would choose Label Studio's database (``up`` decides it)."""
+    for prefix in ("LABEL_STUDIO_", "HEARTEX_", ""):
+        if name.startswith(prefix):
+            rest = name[len(prefix) :]
+            if rest in ("DJANGO_DB", "DATABASE_NAME") or rest.startswith("POSTGRE_"):
+                return True
+    return False
 
 
 def _stop_pid(pid: int, timeout: float = 20.0) -> None:
