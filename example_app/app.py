@@ -2,10 +2,17 @@
 
 Run it with ``uvicorn example_app.app:app``. The one line that captures its traffic
 into Label Studio is the ``app.add_middleware(LabelStudioMiddleware, ...)`` below.
+
+``EXAMPLE_CHALLENGER_RATE`` (default 0) gives that share of requests a second answer from a
+challenger model, compared side by side in "Jokes (A/B)" and "Support chats (A/B)".
+``EXAMPLE_JOKES_PROJECT``/``EXAMPLE_CHATS_PROJECT`` rename the projects, and
+``EXAMPLE_CHAT_CONFIG=legacy`` gives a new chat project the label config of before per-turn
+review (last answer only), as projects created by earlier versions have.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
@@ -15,11 +22,16 @@ from langchain_core.prompts import ChatPromptTemplate
 from langserve import add_routes
 
 from langchain_label_studio import LabelStudioMiddleware, Project
+from langchain_label_studio.label_config import LEGACY_CHAT_CONFIG
 
 from .graph import graph
-from .models import chat_model
+from .models import challenger_model, chat_model
 
-joke_chain = ChatPromptTemplate.from_template("Tell me a joke about {topic}") | chat_model() | StrOutputParser()
+joke_prompt = ChatPromptTemplate.from_template("Tell me a joke about {topic}")
+joke_chain = joke_prompt | chat_model() | StrOutputParser()
+#: The challenger of /joke takes the route's own input ({"topic": ...}); on /chat, a chat model
+#: takes the conversation so far.
+joke_challenger = joke_prompt | challenger_model() | StrOutputParser()
 
 
 def session_config(config: dict[str, Any], request: Request) -> dict[str, Any]:
@@ -46,12 +58,19 @@ def create_app(capture: bool = True) -> FastAPI:
     add_routes(app, joke_chain, path="/joke")
     add_routes(app, graph, path="/chat", per_req_config_modifier=session_config)
     if capture:
-        # The one line that sends every prompt and chat session to Label Studio:
-        app.add_middleware(
-            LabelStudioMiddleware,
-            routes={"/joke": "Jokes", "/chat": Project("Support chats", mode="chat")},
-            health=True,
+        rate = float(os.environ.get("EXAMPLE_CHALLENGER_RATE", "0"))
+        jokes = Project(
+            os.environ.get("EXAMPLE_JOKES_PROJECT", "Jokes"), challenger=joke_challenger, challenger_rate=rate
         )
+        chats = Project(
+            os.environ.get("EXAMPLE_CHATS_PROJECT", "Support chats"),
+            mode="chat",
+            label_config=LEGACY_CHAT_CONFIG if os.environ.get("EXAMPLE_CHAT_CONFIG") == "legacy" else None,
+            challenger=challenger_model(),
+            challenger_rate=rate,
+        )
+        # The one line that sends every prompt and chat session to Label Studio:
+        app.add_middleware(LabelStudioMiddleware, routes={"/joke": jokes, "/chat": chats}, health=True)
     return app
 
 

@@ -61,3 +61,36 @@ def chat_model() -> BaseChatModel:
 
         return ChatOpenAI(model=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"), temperature=0)
     return DeterministicChatModel()
+
+
+class ChallengerChatModel(DeterministicChatModel):
+    """A second fake model with answers of its own, standing in for a model you might switch to."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "deterministic-challenger"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": "deterministic-challenger"}
+
+    @staticmethod
+    def _answer(messages: list[BaseMessage]) -> AIMessage:
+        last = messages[-1] if messages else HumanMessage("")
+        text = str(last.content)
+        topic = re.search(r"joke about (.+)", text, re.IGNORECASE)
+        if topic:
+            subject = topic.group(1).strip().rstrip("?.!")
+            return AIMessage(f"What do {subject} read at breakfast? The {subject} times.")
+        if isinstance(last, ToolMessage):
+            return AIMessage(f"According to the weather service: {last.content}")
+        return AIMessage(f"Sure! About “{text}”: here is a short, direct answer.")
+
+
+def challenger_model() -> BaseChatModel:
+    """The challenger: OpenAI's ``OPENAI_CHALLENGER_MODEL`` (default gpt-4o) with a key, else a second fake."""
+    if os.environ.get("OPENAI_API_KEY"):
+        from langchain_openai import ChatOpenAI
+
+        return ChatOpenAI(model=os.environ.get("OPENAI_CHALLENGER_MODEL", "gpt-4o"), temperature=0)
+    return ChallengerChatModel()

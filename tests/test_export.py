@@ -75,9 +75,11 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def trace(task: dict, annotation_id: int) -> dict:
+def trace(task: dict, annotation_id: int, turn: int = 1) -> dict:
+    """What every row carries to trace it back: the turn it cuts at (1-based), task, annotation, capture."""
     data = task["data"]
     return {
+        "turn": turn,
         "task_id": task["id"],
         "annotation_id": annotation_id,
         "capture_id": data["capture_id"],
@@ -355,6 +357,7 @@ def test_export_by_project_id_with_the_handler(label_studio, admin, ls_env, proj
             "session_id": None,
             "user_id": None,
             "route": None,
+            "turn": 1,
         }
     ]
     out = tmp_path / "pref.jsonl"

@@ -28,6 +28,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
+from . import challenger
 from .handler import model_name
 from .identity import clean_id, session_key
 from .messages import last_answer, role_of, to_dialogue
@@ -100,6 +101,8 @@ class CaptureHandler(BaseCallbackHandler):
         self.max_chars = max_chars
         self._roots: dict[UUID, _Root] = {}
         self._root_of: dict[UUID, UUID] = {}
+        #: Challenger jobs of this request, started once its response has been sent (``finish``).
+        self._challenges: list[challenger.Job] = []
 
     # -- run tree -------------------------------------------------------------------------
     def _enter(self, run_id: UUID, parent_run_id: UUID | None, kwargs: dict[str, Any]) -> _Root:
@@ -212,6 +215,9 @@ class CaptureHandler(BaseCallbackHandler):
             if root is not None:
                 self._submit(root, None, RunCancelled("the run did not finish: the request ended first"))
         self._root_of.clear()
+        jobs, self._challenges = self._challenges, []
+        for job in jobs:
+            challenger.pool_for(job.project).offer(job)
 
     # -- records ----------------------------------------------------------------------------
     def _submit(self, root: _Root, outputs: Any, error: BaseException | None) -> None:
@@ -226,6 +232,26 @@ class CaptureHandler(BaseCallbackHandler):
             return
         if record is not None:
             self.pipeline.submit(record)
+            if challenger.chosen(self.context.project) and error is None and record.response is not None:
+                self._challenge(root, outputs, record)
+
+    def _challenge(self, root: _Root, outputs: Any, record: CaptureRecord) -> None:
+        """Queue the challenger on this run's input: after the response when serving a request."""
+        try:
+            if self.context.project.mode == "chat":
+                messages = _messages_of(outputs) or list(root.llm_messages or _messages_of(root.inputs) or [])
+                answers = [i for i, m in enumerate(messages) if role_of(m) == "assistant"]
+                payload: Any = messages[: answers[-1]] if answers else messages
+            else:
+                payload = root.inputs
+            job = challenger.Job(self.context.project, self.pipeline, record.to_json(), payload)
+        except Exception as exc:  # never let a capture problem reach the user's run
+            logger.error("could not queue the challenger: %s", type(exc).__name__)
+            return
+        if current_handler.get() is self:  # inside the request: start once its response has been sent
+            self._challenges.append(job)
+        else:
+            challenger.pool_for(job.project).offer(job)
 
     def _record(self, root: _Root, outputs: Any, error: BaseException | None) -> CaptureRecord | None:
         ctx = self.context

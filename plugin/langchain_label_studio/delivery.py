@@ -23,11 +23,12 @@ from .client import AuthError, LabelStudioClient, LabelStudioError, Rejected, Un
 from .feedback import FEEDBACK_KEYS
 from .gil import step_aside
 from .identity import session_key
-from .label_config import DEFAULT_CONFIGS, Layout, check_mode, parse_layout
+from .label_config import Layout, check_mode, parse_layout
 from .metrics import Metrics
 from .outbox.base import Claimed, Outbox
+from .project_setup import create_project, default_config, ensure_review_tab
 from .record import CaptureRecord
-from .task import build_task, prediction
+from .task import build_task, prediction, priority
 
 
 class ProjectConfigError(LabelStudioError):
@@ -116,6 +117,7 @@ class Delivery:
         #: After a failure the worker rests until then (``time.time()``), whatever is queued.
         self.paused_until = 0.0
         self._projects: dict[str, ResolvedProject] = {}
+        self._tabbed: set[int] = set()
 
     # -- one step ----------------------------------------------------------------------
     def step(self) -> int:
@@ -214,8 +216,7 @@ class Delivery:
             with self.outbox.lock("projects"):  # processes sharing the outbox create a project once
                 project = self.client.find_project(spec["title"])
                 if project is None:
-                    config = spec.get("label_config") or DEFAULT_CONFIGS[spec["mode"]]
-                    project = self.client.create_project(spec["title"], config)
+                    project = create_project(self.client, spec, spec.get("label_config") or default_config(spec))
         label = project.get("label_config") or ""
         name = f"project {project.get('title', '')!r} (id {project['id']})"
         try:
@@ -268,6 +269,8 @@ class Delivery:
             task = self.client.get_task(task_id)
             if task is not None:
                 data = add_feedback(dict(task.get("data") or {}), [_entry(c.record) for c in claimed])
+                if data is not None and "priority" in data:  # negative feedback moves a task up the review queue
+                    data["priority"] = priority(data)
                 if data is not None:
                     with self.outbox.lock("import"):
                         self.client.update_task(task_id, data)
@@ -343,6 +346,7 @@ class Delivery:
                 return False
             data = build_task(record, project.layout)["data"]
             data.update({k: task["data"][k] for k in FEEDBACK_KEYS if k in (task.get("data") or {})})
+            data["priority"] = priority(data)
             self.client.update_task(task["id"], data)
             if record.response is not None:
                 pred = prediction(record, project.layout)
@@ -391,6 +395,9 @@ class Delivery:
             self._send(project, batch[:half])
             self._send(project, batch[half:])
             return
+        if project.id not in self._tabbed:  # once per project and process: the annotators' review tab
+            self._tabbed.add(project.id)
+            ensure_review_tab(self.client, project.id)
         for (group, _), task_id in zip(batch, ids, strict=False):
             newest = _newest(group)
             if newest.record.session is not None:

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from .client import LabelStudioClient
-from .label_config import parse_layout
+from .label_config import Layout, parse_layout
 from .settings import Settings
+from .task import split_turns
 
 Format = Literal["sft", "preference", "rating"]
 Policy = Literal["latest", "first", "best"]
@@ -41,19 +42,45 @@ MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
 
 @dataclass(frozen=True)
 class _Config:
-    """Where a project's label config keeps the input, the answer and the rating."""
+    """Where a project's label config keeps the input, the answer and the rating.
+
+    Per-turn configs (``layout.per_turn``) name a box and a rating per turn
+    (``correction_{{idx}}``, ``rating_{{idx}}``); comparison configs have a ``Pairwise``.
+    """
 
     value_key: str
     answer_name: str
     rating_name: str | None
     max_rating: int
+    layout: Layout | None = None
+    pairwise_name: str | None = None
+    turn_rating: str | None = None
+
+    def turn_names(self, turn: int) -> tuple[str, str | None]:
+        """The box's and the rating's names of one earlier turn of a per-turn config."""
+        assert self.layout is not None
+        box, _ = self.layout.names(turn)
+        rating = self.turn_rating.replace(self.layout.index_flag, str(turn)) if self.turn_rating else None
+        return box, rating
 
 
 def _config(label_config: str) -> _Config:
     layout = parse_layout(label_config)
-    rating = next(iter(ET.fromstring(label_config.strip()).iter("Rating")), None)
+    root = ET.fromstring(label_config.strip())
+    repeated = {id(el) for r in root.iter("Repeater") for el in r.iter("Rating")}
+    rating = next((r for r in root.iter("Rating") if id(r) not in repeated), None)
+    turn_rating = next((r for r in root.iter("Rating") if id(r) in repeated), None)
     max_rating = int((rating.get("maxRating") if rating is not None else None) or 5)
-    return _Config(layout.value_key, layout.from_name, rating.get("name") if rating is not None else None, max_rating)
+    pairwise = next(iter(root.iter("Pairwise")), None)
+    return _Config(
+        layout.value_key,
+        layout.from_name,
+        rating.get("name") if rating is not None else None,
+        max_rating,
+        layout,
+        pairwise.get("name") if pairwise is not None else None,
+        turn_rating.get("name") if turn_rating is not None else None,
+    )
 
 
 def parse_time(value: str | datetime) -> datetime:
@@ -182,15 +209,145 @@ def build_row(
         }
     else:
         raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    row.update(
-        task_id=task.get("id"),
-        annotation_id=annotation.get("id"),
-        capture_id=data.get("capture_id"),
-        session_id=data.get("session_id"),
-        user_id=data.get("user_id"),
-        route=data.get("route"),
-    )
+    row["turn"] = len(split_turns(dialogue, answer))
+    row.update(_trace(task, annotation))
     return row
+
+
+def _trace(task: dict[str, Any], annotation: dict[str, Any]) -> dict[str, Any]:
+    data = task.get("data") or {}
+    return {
+        "task_id": task.get("id"),
+        "annotation_id": annotation.get("id"),
+        "capture_id": data.get("capture_id"),
+        "session_id": data.get("session_id"),
+        "user_id": data.get("user_id"),
+        "route": data.get("route"),
+    }
+
+
+def build_rows(
+    task: dict[str, Any],
+    fmt: Format,
+    *,
+    policy: Policy = "latest",
+    min_rating: float | None = None,
+    label_threshold: float = 4,
+    config: _Config | None = None,
+) -> list[dict[str, Any]]:
+    """The dataset rows of one task in ``fmt``: one per reviewed turn (per-turn configs), the
+    annotator's choice (comparisons), else at most one (:func:`build_row`)."""
+    config = config or _Config("prompt", "response", "rating", 5)
+    if config.pairwise_name is not None:
+        return _comparison_rows(task, fmt, policy, config)
+    if config.layout is not None and config.layout.per_turn:
+        return _turn_rows(task, fmt, policy, min_rating, label_threshold, config)
+    row = build_row(task, fmt, policy=policy, min_rating=min_rating, label_threshold=label_threshold, config=config)
+    return [] if row is None else [row]
+
+
+def _turn_rows(
+    task: dict[str, Any], fmt: Format, policy: Policy, min_rating: float | None, threshold: float, config: _Config
+) -> list[dict[str, Any]]:
+    """Rows of a per-turn review: each earlier turn the annotator rated or corrected, then the
+    latest turn as :func:`build_row` makes it.
+
+    Each row cuts the conversation at its turn: the history as the user saw it (the model's
+    answers), then the turn's answer as the annotator left it. ``sft``: the turn's answer;
+    ``preference``: corrected turns (the correction chosen, the model's answer rejected);
+    ``rating``: rated turns (the rating judges the answer as the annotator left it).
+    """
+    data = task.get("data") or {}
+    annotation = choose(task.get("annotations") or [], policy, config.rating_name)
+    dialogue = _dialogue(data.get(config.value_key))
+    if annotation is None or dialogue is None:
+        return []
+    result = annotation.get("result") or []
+    turns = split_turns(dialogue, _prediction(task, config.answer_name))
+    rows: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    for i, turn in enumerate(turns[:-1]):
+        original = turn["answer"] or ""
+        prompt = [*history, *turn["messages"]]
+        history = [*prompt, {"role": "assistant", "content": original}]
+        box_name, rating_name = config.turn_names(i)
+        box = _text(result, box_name)
+        rating = _rating(result, rating_name)
+        corrected = bool(box and box.strip()) and box.strip() != original.strip()
+        answer = box if corrected and box else original
+        if not (corrected or rating is not None) or not answer.strip():
+            continue
+        if min_rating is not None and (rating is None or rating < min_rating):
+            continue
+        if fmt == "sft":
+            row: dict[str, Any] = {"messages": [*prompt, {"role": "assistant", "content": answer}]}
+        elif fmt == "preference" and corrected and original.strip():
+            row = {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": answer}],
+                "rejected": [{"role": "assistant", "content": original}],
+            }
+        elif fmt == "rating" and rating is not None:
+            row = {
+                "prompt": prompt,
+                "completion": [{"role": "assistant", "content": answer}],
+                "rating": _number(rating),
+                "label": rating >= threshold,
+                "user_feedback": data.get("feedback"),
+            }
+        else:
+            continue
+        rows.append({**row, "turn": i + 1, **_trace(task, annotation)})
+    latest = build_row(task, fmt, policy=policy, min_rating=min_rating, label_threshold=threshold, config=config)
+    return rows if latest is None else [*rows, latest]
+
+
+def _comparison_rows(task: dict[str, Any], fmt: Format, policy: Policy, config: _Config) -> list[dict[str, Any]]:
+    """Rows of a side-by-side comparison: the side the annotator picked is chosen.
+
+    A written answer (both were wrong) is chosen over both, with the picked side rejected,
+    or the left one when none was picked. ``chosen_source``/``rejected_source`` say whose
+    answer each is (``model``, ``challenger`` or ``annotator``).
+    """
+    data = task.get("data") or {}
+    annotation = choose(task.get("annotations") or [], policy, None)
+    dialogue = _dialogue(data.get(config.value_key))
+    if annotation is None or dialogue is None or fmt == "rating":
+        return []
+    result = annotation.get("result") or []
+    picked = next(
+        (
+            (item.get("value") or {}).get("selected")
+            for item in result
+            if item.get("type") == "pairwise" and item.get("from_name") == config.pairwise_name
+        ),
+        None,
+    )
+    sides = {"left": data.get("answer_left"), "right": data.get("answer_right")}
+    sources = {"left": data.get("left_source"), "right": data.get("right_source")}
+    written = _text(result, config.answer_name)
+    if written and written.strip():
+        rejected_side = picked if picked in sides else "left"
+        chosen, chosen_source = written, "annotator"
+    elif picked in sides:
+        rejected_side = "right" if picked == "left" else "left"
+        chosen, chosen_source = sides[picked], sources[picked]
+    else:
+        return []
+    if not isinstance(chosen, str) or not isinstance(sides[rejected_side], str):
+        return []
+    if fmt == "sft":
+        row: dict[str, Any] = {"messages": [*dialogue, {"role": "assistant", "content": chosen}]}
+    elif fmt == "preference":
+        row = {
+            "prompt": dialogue,
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": sides[rejected_side]}],
+        }
+    else:
+        raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    row.update(chosen_source=chosen_source, rejected_source=sources[rejected_side])
+    return [{**row, **_trace(task, annotation)}]
 
 
 def _resolve_project(client: LabelStudioClient, project: str | int) -> dict[str, Any]:
@@ -301,10 +458,9 @@ def export(
                             continue
                         if (start is not None and when < start) or (end is not None and when >= end):
                             continue
-                    row = build_row(
+                    for row in build_rows(
                         task, fmt, policy=policy, min_rating=min_rating, label_threshold=threshold, config=config
-                    )
-                    if row is not None:
+                    ):
                         written += 1
                         yield row
                 bar.show(seen, written)
