@@ -14,6 +14,21 @@ class OutboxUnavailable(Exception):
     """The outbox's storage cannot be reached (a database restarting, a full disk...)."""
 
 
+class SchemaTooNew(OutboxUnavailable):
+    """The outbox's tables were made by a newer release than this one: they are left untouched.
+
+    Unavailable rather than broken, so captures wait (in memory) instead of being dead-lettered
+    while an older and a newer release run side by side, e.g. during a rolling upgrade.
+    """
+
+    def __init__(self, location: str, found: int, known: int) -> None:
+        super().__init__(
+            f"the outbox {location} has schema version {found}, but this release of langchain-label-studio "
+            f"knows versions up to {known}: upgrade it (pip install -U langchain-label-studio)"
+        )
+        self.found, self.known = found, known
+
+
 class SessionTask(NamedTuple):
     """The Label Studio task of a session, and when the capture it shows was taken."""
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from ..gil import step_aside
 from ..record import FEEDBACK_QUEUE, CaptureRecord
 from ..urls import public_url
-from .base import Claimed, OutboxStats, OutboxUnavailable, SessionTask, within_cap
+from .base import Claimed, OutboxStats, OutboxUnavailable, SchemaTooNew, SessionTask, within_cap
 
 try:
     import psycopg
@@ -41,8 +41,10 @@ T = TypeVar("T")
 _OWNER_NS = 0x4C534F  # a live delivery worker
 _LOCK_NS = 0x4C534C  # named locks (claims, project creation, imports)
 
-_SCHEMA = """
-CREATE SCHEMA IF NOT EXISTS {schema};
+#: The tables of schema version 1, as 0.1.0 made them (it kept no version). The schema
+#: itself is created only when missing, so a user without CREATE on the database can run in a
+#: schema made for it.
+_V1_TABLES = """
 CREATE TABLE IF NOT EXISTS {schema}.records (
     seq BIGSERIAL PRIMARY KEY,
     server TEXT NOT NULL,
@@ -86,6 +88,42 @@ CREATE TABLE IF NOT EXISTS {schema}.meta (
     PRIMARY KEY (server, key)
 );
 """
+
+#: Where the schema version is kept (one row; a schema without this table is version 0).
+_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS {schema}.schema_version (version INTEGER NOT NULL, migrated_at DOUBLE PRECISION)"
+)
+
+
+def _v1_tables(conn: psycopg.Connection, schema: str) -> None:
+    """Version 1: the schema and tables of 0.1.0, where missing."""
+    if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL(_V1_TABLES).format(schema=sql.Identifier(schema)))
+
+
+def _v2_feedback_queues(conn: psycopg.Connection, schema: str) -> None:
+    """Version 2: feedback waits in queues of its own (0.1.0 queued it with its project's captures)."""
+    for table in ("records", "dead_letters"):
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} SET project_key = %(queue)s || project_key "
+                "WHERE project_key NOT LIKE %(pattern)s AND payload LIKE '%%\"kind\":\"feedback\"%%' "
+                "AND payload::jsonb ->> 'kind' = 'feedback'"
+            ).format(sql.Identifier(schema, table)),
+            {"queue": FEEDBACK_QUEUE, "pattern": f"{FEEDBACK_QUEUE}%"},
+        )
+
+
+#: One migration per version step: ``MIGRATIONS[n]`` takes the tables from version ``n`` to ``n + 1``.
+#: Append a function to change the schema; never change one that has shipped.
+MIGRATIONS: list[Callable[[psycopg.Connection, str], None]] = [_v1_tables, _v2_feedback_queues]
+
+
+def schema_version() -> int:
+    """The schema version this release makes and reads."""
+    return len(MIGRATIONS)
+
 
 #: The database's clock, so leases compare alike on every replica.
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
@@ -174,21 +212,58 @@ class PostgresOutbox:
         try:
             with self._pool_now().connection() as conn:
                 if not self._schema_ready:
-                    self._create_schema(conn)
+                    self._migrate(conn)
                     self._schema_ready = True
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise OutboxUnavailable(f"the PostgreSQL outbox at {redacted(self.url)} is unavailable: {exc}") from None
 
+    def _migrate(self, conn: psycopg.Connection) -> None:
+        """:meth:`_create_schema`, any failure of which leaves the outbox unavailable (captures
+        wait in memory, the error is reported) rather than failing the records themselves."""
+        try:
+            self._create_schema(conn)
+        except (OutboxUnavailable, psycopg.OperationalError):
+            raise
+        except Exception as exc:  # e.g. no CREATE privilege for a step that needs it
+            raise OutboxUnavailable(
+                f"the PostgreSQL outbox {self.location} cannot be brought to schema version {schema_version()}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
     def _create_schema(self, conn: psycopg.Connection) -> None:
-        """Create the schema and tables unless they exist (so a user without CREATE can run
-        on tables made for it)."""
-        last_table = sql.Identifier(self.schema, "meta").as_string(None)
-        if conn.execute("SELECT to_regclass(%s)", (last_table,)).fetchone()[0] is not None:
+        """Bring the schema up to :func:`schema_version`: one transaction, under an advisory lock
+        every replica takes, so one replica migrates and the others find it done.
+
+        A schema already at this version is only read (no DDL, no lock), so a user without
+        CREATE can run on tables made for it.
+        """
+        if self.stored_version(conn) == schema_version():
             return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NS, _key("schema")))
-            conn.execute(sql.SQL(_SCHEMA).format(schema=sql.Identifier(self.schema)))
+            version = self.stored_version(conn)
+            if version > schema_version():
+                raise SchemaTooNew(self.location, version, schema_version())
+            if version == schema_version():
+                return
+            for step in MIGRATIONS[version:]:
+                step(conn, self.schema)
+            table = sql.Identifier(self.schema, "schema_version")
+            conn.execute(sql.SQL(_VERSION_TABLE).format(schema=sql.Identifier(self.schema)))
+            conn.execute(sql.SQL("DELETE FROM {}").format(table))
+            conn.execute(
+                sql.SQL(f"INSERT INTO {{}} (version, migrated_at) VALUES (%s, {_NOW})").format(table),
+                (schema_version(),),
+            )
+
+    def stored_version(self, conn: psycopg.Connection) -> int:
+        """The schema version of the tables (0: none yet, or tables made by 0.1.0)."""
+        table = sql.Identifier(self.schema, "schema_version")
+        if conn.execute("SELECT to_regclass(%s)", (table.as_string(None),)).fetchone()[0] is None:
+            return 0
+        row = conn.execute(sql.SQL("SELECT MAX(version) FROM {}").format(table)).fetchone()
+        return int(row[0] or 0)
 
     def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
         with self._connection() as conn:

@@ -12,16 +12,17 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..gil import step_aside
 from ..record import FEEDBACK_QUEUE, CaptureRecord
 from ..state_dir import open_private, private_dir
-from .base import Claimed, OutboxStats, SessionTask, within_cap
+from .base import Claimed, OutboxStats, SchemaTooNew, SessionTask, within_cap
 
-SCHEMA = """
+#: The tables of schema version 1, as 0.1.0 made them (it kept no version: ``user_version`` 0).
+_V1_TABLES = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     capture_id TEXT NOT NULL UNIQUE,
@@ -58,6 +59,59 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     failed_at REAL NOT NULL
 );
 """
+
+
+def _v1_tables(db: sqlite3.Connection) -> None:
+    """Version 1: the tables of 0.1.0 (a file of 0.1.0 has them all; earlier files lack a column)."""
+    for statement in _V1_TABLES.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    if "captured_at" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
+        db.execute("ALTER TABLE sessions ADD COLUMN captured_at REAL")
+
+
+def _v2_feedback_queues(db: sqlite3.Connection) -> None:
+    """Version 2: feedback waits in queues of its own (0.1.0 queued it with its project's captures)."""
+    for table in ("records", "dead_letters"):
+        db.execute(
+            f"UPDATE {table} SET project_key = ? || project_key "
+            "WHERE json_extract(payload, '$.kind') = 'feedback' AND substr(project_key, 1, ?) <> ?",
+            (FEEDBACK_QUEUE, len(FEEDBACK_QUEUE), FEEDBACK_QUEUE),
+        )
+
+
+#: One migration per version step: ``MIGRATIONS[n]`` takes the tables from version ``n`` to ``n + 1``.
+#: Append a function to change the schema; never change one that has shipped.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables, _v2_feedback_queues]
+
+
+def schema_version() -> int:
+    """The schema version this release makes and reads."""
+    return len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection, location: str) -> int:
+    """Bring the tables up to :func:`schema_version`, in one transaction; returns the version.
+
+    The version lives in SQLite's ``user_version`` header field, which commits and rolls back
+    with the tables: a step that fails leaves the file as it was, to be tried on the next start.
+    """
+    if db.execute("PRAGMA user_version").fetchone()[0] == schema_version():
+        return schema_version()  # the common case: no write, no lock
+    db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then find it done
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > schema_version():
+            raise SchemaTooNew(location, version, schema_version())
+        for step in MIGRATIONS[version:]:
+            step(db)
+            version += 1
+            db.execute(f"PRAGMA user_version = {version:d}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return version
 
 
 #: A lease still in force: not expired, and its process still alive.
@@ -117,10 +171,7 @@ class SQLiteOutbox:
         self.max_bytes = max_bytes
         self._local = threading.local()
         os.close(open_private(path))  # 0600 when new; refused if a symlink or others can write it
-        db = self._db()
-        db.executescript(SCHEMA)
-        if "captured_at" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
-            db.execute("ALTER TABLE sessions ADD COLUMN captured_at REAL")
+        migrate(self._db(), self.location)
 
     # -- connections --------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:

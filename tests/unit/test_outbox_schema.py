@@ -1,0 +1,203 @@
+"""Outbox schema versions: files and schemas made by 0.1.0 are upgraded in place, step by step.
+
+The SQLite tests need nothing but a temporary directory; the PostgreSQL ones use the local
+server (``pg`` marker). Delivery of upgraded outboxes to Label Studio: ``tests/test_outbox_upgrade.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from legacy_outbox import fill_postgres, fill_sqlite, legacy_records, make_postgres, make_sqlite
+
+from langchain_label_studio.outbox import OutboxUnavailable, SQLiteOutbox
+from langchain_label_studio.outbox import sqlite as sqlite_outbox
+from langchain_label_studio.outbox.base import SchemaTooNew
+from langchain_label_studio.record import FEEDBACK_QUEUE, CaptureRecord
+
+SERVER = "http://label-studio.invalid"
+
+
+def user_version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def legacy_file(tmp_path: Path) -> tuple[Path, list[CaptureRecord], list[CaptureRecord]]:
+    """A 0.1.0 outbox file with prompt captures, a chat session, feedback and a dead letter."""
+    path = tmp_path / "state" / "outbox-legacy.db"
+    make_sqlite(path)
+    records, dead = legacy_records("Jokes", "Chats")
+    fill_sqlite(path, records, dead, url=SERVER)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("INSERT INTO sessions VALUES ('title:Chats', 'old-session', 41, NULL, 1.0)")
+    db.close()
+    return path, records, dead
+
+
+def test_a_new_outbox_is_made_at_the_current_version(tmp_path: Path) -> None:
+    outbox = SQLiteOutbox(tmp_path / "state" / "outbox.db")
+    assert user_version(outbox.path) == sqlite_outbox.schema_version() == 2
+    outbox.close()
+
+
+def test_a_0_1_0_file_is_upgraded_and_keeps_everything(tmp_path: Path) -> None:
+    path, records, dead = legacy_file(tmp_path)
+    assert user_version(path) == 0
+
+    outbox = SQLiteOutbox(path)
+
+    assert user_version(path) == sqlite_outbox.schema_version()
+    captures = outbox.claim(100, 60)
+    assert {c.record.capture_id for c in captures} == {r.capture_id for r in records[:2]}  # one project
+    chats = outbox.claim(100, 60)
+    assert {c.record.capture_id for c in chats} == {r.capture_id for r in records[2:4]}
+    assert outbox.claim(100, 60) == []  # the feedback is no longer in a capture queue...
+    [feedback] = outbox.claim(100, 60, feedback=True)  # ...but in its project's feedback queue
+    assert feedback.record.capture_id == records[4].capture_id and feedback.record.kind == "feedback"
+    mapping = outbox.session_task("title:Chats", "old-session")
+    assert mapping is not None and mapping.task_id == 41
+    assert outbox.meta() == {"label_studio_url": SERVER}
+    [(_, kept, reason, _)] = outbox.dead_letters()
+    assert kept.capture_id == dead[0].capture_id and reason == "refused"
+    assert outbox.requeue_dead_letters() == 1  # requeued where feedback belongs
+    assert outbox.stats().by_project[f"{FEEDBACK_QUEUE}title:Jokes"] == 2
+    outbox.close()
+
+
+def test_opening_an_upgraded_file_again_changes_nothing(tmp_path: Path) -> None:
+    path, _, _ = legacy_file(tmp_path)
+    SQLiteOutbox(path).close()
+    query = "SELECT seq, project_key, payload FROM records ORDER BY seq"
+    db = sqlite3.connect(path)
+    before = db.execute(query).fetchall()
+    db.close()
+    SQLiteOutbox(path).close()
+    db = sqlite3.connect(path)
+    assert db.execute(query).fetchall() == before
+    db.close()
+
+
+def test_a_later_step_runs_once_after_the_earlier_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _, _ = legacy_file(tmp_path)
+    ran: list[int] = []
+
+    def v3(db: sqlite3.Connection) -> None:
+        ran.append(db.execute("PRAGMA user_version").fetchone()[0])  # what the earlier steps left
+        db.execute("ALTER TABLE records ADD COLUMN note TEXT")
+
+    monkeypatch.setattr(sqlite_outbox, "MIGRATIONS", [*sqlite_outbox.MIGRATIONS, v3])
+    SQLiteOutbox(path).close()
+    SQLiteOutbox(path).close()
+    assert ran == [2] and user_version(path) == 3
+
+
+def test_a_failing_step_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _, _ = legacy_file(tmp_path)
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE half_done (x)")
+        raise RuntimeError("a step that fails half way")
+
+    monkeypatch.setattr(sqlite_outbox, "MIGRATIONS", [*sqlite_outbox.MIGRATIONS, broken])
+    with pytest.raises(RuntimeError, match="half way"):
+        SQLiteOutbox(path)
+    assert user_version(path) == 0  # not even the steps before it: one transaction
+    db = sqlite3.connect(path)
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    moved = db.execute("SELECT COUNT(*) FROM records WHERE project_key LIKE 'feedback:%'").fetchone()[0]
+    db.close()
+    assert "half_done" not in tables and moved == 0
+
+
+def test_a_file_of_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
+    outbox = SQLiteOutbox(tmp_path / "state" / "outbox.db")
+    outbox.close()
+    db = sqlite3.connect(outbox.path, isolation_level=None)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(SchemaTooNew, match="schema version 99.*upgrade") as raised:
+        SQLiteOutbox(outbox.path)
+    assert isinstance(raised.value, OutboxUnavailable)  # captures wait; they are not dead-lettered
+    assert user_version(outbox.path) == 99
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------------
+
+
+def pg_version(url: str, schema: str = "label_studio") -> int | None:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (f"{schema}.schema_version",)).fetchone()[0] is None:
+            return None
+        return int(conn.execute(f"SELECT version FROM {schema}.schema_version").fetchone()[0])
+
+
+def test_postgres_0_1_0_schema_is_upgraded_and_keeps_everything(pg_url: str) -> None:
+    from langchain_label_studio.outbox import postgres
+
+    make_postgres(pg_url)
+    records, dead = legacy_records("Jokes", "Chats")
+    fill_postgres(pg_url, SERVER, records, dead)
+    assert pg_version(pg_url) is None
+
+    outbox = postgres.PostgresOutbox(pg_url, SERVER)
+    try:
+        captures = outbox.claim(100, 60)
+        assert pg_version(pg_url) == postgres.schema_version() == 2
+        assert {c.record.capture_id for c in captures} == {r.capture_id for r in records[:2]}
+        assert {c.record.capture_id for c in outbox.claim(100, 60)} == {r.capture_id for r in records[2:4]}
+        assert outbox.claim(100, 60) == []
+        [feedback] = outbox.claim(100, 60, feedback=True)
+        assert feedback.record.capture_id == records[4].capture_id
+        assert outbox.meta() == {"label_studio_url": SERVER}
+        assert outbox.requeue_dead_letters() == 1
+        assert outbox.stats().by_project[f"{FEEDBACK_QUEUE}title:Jokes"] == 2
+    finally:
+        outbox.close()
+    again = postgres.PostgresOutbox(pg_url, SERVER)
+    try:
+        assert again.stats().pending == 6 and pg_version(pg_url) == 2
+    finally:
+        again.close()
+
+
+def test_postgres_failing_step_rolls_back_and_newer_schema_is_refused(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from langchain_label_studio.outbox import postgres
+
+    make_postgres(pg_url)
+
+    def broken(conn: psycopg.Connection, schema: str) -> None:
+        conn.execute(f"CREATE TABLE {schema}.half_done (x int)")
+        raise RuntimeError("a step that fails half way")
+
+    monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, broken])
+    outbox = postgres.PostgresOutbox(pg_url, SERVER)
+    try:
+        with pytest.raises(OutboxUnavailable, match="schema version 3: RuntimeError: a step that fails half way"):
+            outbox.stats()
+    finally:
+        outbox.close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT to_regclass('label_studio.half_done')").fetchone()[0] is None
+    assert pg_version(pg_url) is None
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE label_studio.schema_version (version INTEGER NOT NULL, migrated_at FLOAT8)")
+        conn.execute("INSERT INTO label_studio.schema_version VALUES (99, 0)")
+    newer = postgres.PostgresOutbox(pg_url, SERVER)
+    try:
+        with pytest.raises(SchemaTooNew, match="schema version 99"):
+            newer.stats()
+    finally:
+        newer.close()
