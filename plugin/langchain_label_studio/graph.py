@@ -163,9 +163,13 @@ def capture(
     else the run's ``metadata.user_id``. ``settings_options`` are :class:`Settings` fields
     (``url``, ``api_key``, ``state_dir``, ``redact``...); by default they come from the
     environment.
+
+    Raises:
+        TypeError: an option that is not a :class:`Settings` field, or ``settings`` together
+            with options.
     """
     target = as_project(project)
-    pipeline = get_pipeline(settings or Settings(**settings_options))
+    pipeline = get_pipeline(Settings.resolve(settings, "capture", **settings_options))
     context = CaptureContext(project=target, route=f"graph:{_name(graph)}")
     if not _is_pregel(graph):  # not a compiled graph: one handler on every run
         return graph.with_config(callbacks=[GraphCaptureHandler(pipeline, context)])  # type: ignore[attr-defined,no-any-return]

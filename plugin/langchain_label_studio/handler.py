@@ -58,9 +58,12 @@ class LabelStudioCallbackHandler(BaseCallbackHandler):
     ``project_id`` nor an existing project of that name, the project is created on first
     delivery with ``project_config`` (or the default config of ``mode``).
 
+    ``settings`` replaces ``api_key``, ``url`` and ``state_dir`` (and the environment) as a whole.
+
     Raises:
         ValueError: ``project_config`` has no TextArea to pre-fill the answer into, or
             ``mode`` is neither ``prompt`` nor ``chat``.
+        TypeError: ``settings`` together with ``api_key``, ``url`` or ``state_dir``.
     """
 
     DEFAULT_PROJECT_NAME: str = DEFAULT_PROJECT_NAME
@@ -79,8 +82,8 @@ class LabelStudioCallbackHandler(BaseCallbackHandler):
         settings: Settings | None = None,
     ) -> None:
         super().__init__()
-        settings = settings or Settings(url=url, api_key=api_key, state_dir=state_dir)
-        self.url: str = settings.url or ""
+        settings = Settings.resolve(settings, type(self).__name__, url=url, api_key=api_key, state_dir=state_dir)
+        self.url: str = settings.url
         self.api_key = settings.api_key
         self.project_name = project_name
         if project_config:
@@ -89,8 +92,7 @@ class LabelStudioCallbackHandler(BaseCallbackHandler):
         else:
             self.project_config, self.mode = get_default_label_configs(mode)
             layout = parse_layout(self.project_config)
-        env_project = os.environ.get("LABEL_STUDIO_PROJECT_ID")
-        self.project_id = int(project_id) if project_id is not None else int(env_project) if env_project else None
+        self.project_id = int(project_id) if project_id is not None else Settings.project_id_from_env()
         self.project = Project(
             name=project_name,
             mode=self.mode.value,

@@ -154,7 +154,7 @@ class LabelStudioMiddleware:
         sample_rate: float = 1.0,
         record_headers: Iterable[str] = (),
         opt_out_header: str = "X-Label-Studio-Capture",
-        redact: bool = True,
+        redact: bool | None = None,
         redact_patterns: Mapping[str, str] | None = None,
         before_capture: Callable[[Any], Any] | None = None,
         feedback_secret: str | None = None,
@@ -169,13 +169,15 @@ class LabelStudioMiddleware:
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be between 0 and 1, not {sample_rate!r}")
         self.sample_rate = sample_rate
-        settings = settings or Settings(
+        settings = Settings.resolve(
+            settings,
+            type(self).__name__,
             url=url,
             api_key=api_key,
             state_dir=state_dir,
             outbox=outbox,
             redact=redact,
-            redact_patterns=dict(redact_patterns or {}),
+            redact_patterns=redact_patterns,
             before_capture=before_capture,
         )
         self.pipeline: Pipeline = get_pipeline(settings)
@@ -193,7 +195,7 @@ class LabelStudioMiddleware:
         )
         self.record_headers = [h.lower().encode() for h in record_headers if not _is_secret_header(h.lower())]
         self.opt_out_header = opt_out_header.lower().encode()
-        secret = feedback_secret or os.environ.get("LABEL_STUDIO_FEEDBACK_SECRET")
+        secret = feedback_secret or Settings.feedback_secret_from_env()
         self.feedback = FeedbackTokens(secret.encode(), feedback_ttl_s) if secret else None
         self.feedback_header = feedback_header.lower().encode()
         self.feedback_in_body = feedback_in_body

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .base import Claimed, Outbox, OutboxStats, OutboxUnavailable, SessionTask
@@ -23,10 +22,10 @@ def open_outbox(settings: Settings) -> Outbox:
 
         return PostgresOutbox(
             settings.outbox,
-            settings.url or "",
-            schema=settings.outbox_schema or "label_studio",
+            settings.url,
+            schema=settings.outbox_schema,
             max_bytes=settings.max_outbox_bytes,
             unknown_grace_s=2 * settings.timeout_s,
         )
-    digest = hashlib.sha256((settings.url or "").encode()).hexdigest()[:10]
-    return SQLiteOutbox(Path(settings.state_dir or ".").expanduser() / f"outbox-{digest}.db", settings.max_outbox_bytes)
+    digest = hashlib.sha256(settings.url.encode()).hexdigest()[:10]
+    return SQLiteOutbox(settings.state_dir / f"outbox-{digest}.db", settings.max_outbox_bytes)
