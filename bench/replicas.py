@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.replicas [--records 5000] [--seconds 10] [--concurrency 8]
                                        [--pg postgresql://postgres@127.0.0.1:5432]
+                                       [--database sqlite|postgresql://...]
 
 Delivery rate: the same backlog of prompt records drained into a fresh project by a plain
 bulk import, by one process with the SQLite outbox, by one with the PostgreSQL outbox, and
@@ -11,6 +12,9 @@ Request overhead: the bench app (instant fake model) bare vs with the plugin, on
 replica (SQLite and PostgreSQL outboxes) and on two replicas (PostgreSQL outbox), each
 replica loaded by its own ``wrk`` (or bench/load.py) with half the connections. Apps are
 pinned to core 0, load and Label Studio to core 1, as in bench/overhead.py.
+
+``--database`` is the local Label Studio's own database (``local up --database``): SQLite in
+its data directory (the default) or PostgreSQL.
 """
 
 from __future__ import annotations
@@ -107,15 +111,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--label-studio-port", type=int, default=local.DEFAULT_PORT)
+    parser.add_argument(
+        "--database", default=None, metavar="URL", help="the local Label Studio's database: sqlite or postgresql://..."
+    )
     parser.add_argument("--drain", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drain:
         drain(Settings())
         return
 
-    server = local.up(args.label_studio_port)
+    server = local.up(args.label_studio_port, database=args.database)
     stamp = time.strftime("%H%M%S")
-    print(f"{os.cpu_count()} CPUs; delivery of {args.records} prompt records into fresh projects of one Label Studio")
+    print(
+        f"{os.cpu_count()} CPUs; delivery of {args.records} prompt records into fresh projects of one Label Studio "
+        f"on {server.database_label}"
+    )
     plain = plain_rate(server, args.records, Settings().batch_size)
     print(f"  {'plain bulk import':38} {plain:7.0f} tasks/s  1.00x")
     rates = [("SQLite outbox, 1 process", None, 1), ("PostgreSQL outbox, 1 process", "pg", 1)]
