@@ -78,9 +78,16 @@ def test_inherited_database_settings_never_reach_label_studio():
 def test_an_unreachable_database_is_one_line_before_anything_starts(tmp_path: Path):
     port = free_port()
     out = cli(
-        "local", "up", "--port", str(port), "--data-dir", str(tmp_path / "ls"), "--database",
-        f"postgresql://postgres:secret@127.0.0.1:{free_port()}/nothing", env={},
-    )  # fmt: skip
+        "local",
+        "up",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "ls"),
+        "--database",
+        f"postgresql://postgres:secret@127.0.0.1:{free_port()}/nothing",
+        env={},
+    )
     error = one_line_error(out)
     assert "cannot connect to PostgreSQL" in error and "secret" not in error
     assert local.status(port, tmp_path / "ls") is None

@@ -276,8 +276,12 @@ print(state["messages"][-1].content)
 """
     thread = f"thread-{uuid.uuid4().hex[:8]}"
     since = time.time()
-    out = python(prelude + block("from langchain_label_studio import Project, capture").text + run, tmp_path,
-                 shell_env(label_studio, tmp_path / "state"), thread)  # fmt: skip
+    out = python(
+        prelude + block("from langchain_label_studio import Project, capture").text + run,
+        tmp_path,
+        shell_env(label_studio, tmp_path / "state"),
+        thread,
+    )
     assert out.stdout.strip() == "Why did the owl...? It was a hoot."
     [task] = wait_for(new_tasks(admin, "Support chats", since, session_id=thread), "the captured thread")
     assert task["data"]["user_id"] == "carol"
@@ -286,8 +290,11 @@ print(state["messages"][-1].content)
 
 def test_callback_handler_block(label_studio: local.LocalServer, admin: LabelStudioClient, tmp_path: Path):
     since = time.time()
-    python(block("from langchain_core.language_models.fake import FakeListLLM").text, tmp_path,
-           shell_env(label_studio, tmp_path / "state"))  # fmt: skip
+    python(
+        block("from langchain_core.language_models.fake import FakeListLLM").text,
+        tmp_path,
+        shell_env(label_studio, tmp_path / "state"),
+    )
     [prompt] = wait_for(new_tasks(admin, "My Project", since), "the prompt-mode task")
     assert prompt["data"]["prompt"] == "Tell me a joke" and answers(prompt) == ["Why did the chicken..."]
     [chat] = wait_for(new_tasks(admin, "New Project with Chat", since), "the chat-mode task")
@@ -371,9 +378,14 @@ def annotation(admin: LabelStudioClient, task: dict, edited: str) -> list[dict]:
     assert rating, "no Rating on the answer's object"
     return [
         {**answer, "id": uuid.uuid4().hex[:10], "value": {"text": [edited]}, "origin": "manual"},
-        {"id": uuid.uuid4().hex[:10], "from_name": rating.group(1), "to_name": answer["to_name"], "type": "rating",
-         "value": {"rating": 5}},
-    ]  # fmt: skip
+        {
+            "id": uuid.uuid4().hex[:10],
+            "from_name": rating.group(1),
+            "to_name": answer["to_name"],
+            "type": "rating",
+            "value": {"rating": 5},
+        },
+    ]
 
 
 def rows_of(path: Path, task_id: int) -> list[dict]:
@@ -416,8 +428,9 @@ def operations_outbox(server: local.LocalServer, state: Path, title: str) -> Non
     store.close()
 
 
-def test_operations_block(label_studio: local.LocalServer, admin: LabelStudioClient, annotated_chat: Annotated,
-                          tmp_path: Path):  # fmt: skip
+def test_operations_block(
+    label_studio: local.LocalServer, admin: LabelStudioClient, annotated_chat: Annotated, tmp_path: Path
+):
     """Each command of the block, in its order, on an outbox with two dead letters (12 and 13)."""
     title = f"readme-ops-{uuid.uuid4().hex[:8]}"
     state = tmp_path / "state"
@@ -444,8 +457,14 @@ def run_deliver(command: str, state: Path, env: dict[str, str], admin: LabelStud
     project = Project(title).to_dict()
     store.put_many([CaptureRecord(project, f"waiting {i}", "delivered by deliver") for i in range(3)])
     store.close()
-    proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=state.parent, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        ["bash", "-c", f"exec {command}"],
+        cwd=state.parent,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(
             lambda: [t for t in tasks_where(admin, title) if t["data"]["prompt"].startswith("waiting")][2:], "deliver"
