@@ -31,27 +31,36 @@ LS_DATA = Path(os.environ.get("LS_TEST_DATA_DIR", ROOT / ".state" / "label-studi
 SOAK = float(os.environ.get("LS_TEST_SOAK", "1"))
 
 
-#: Integration markers, set from the fixtures a test uses (directly or through other fixtures):
-#: ``-m "not ls and not pg and not browser and not langgraph_server"`` selects the unit tier.
-MARKERS_BY_FIXTURE = {"label_studio": "ls", "pg_url": "pg", "langgraph_server": "langgraph_server"}
+#: Integration markers, set from the fixtures a test uses (directly, through other fixtures, or by
+#: ``request.getfixturevalue("name")``): ``-m "not ls and not pg and not browser and not
+#: langgraph_server and not network"`` selects the unit tier, which needs none of them.
+MARKERS_BY_FIXTURE: dict[str, tuple[str, ...]] = {
+    "label_studio": ("ls",),
+    "label_studio_pg": ("ls", "pg"),
+    "pg_url": ("pg",),
+    "langgraph_server": ("langgraph_server",),
+    "built": ("network",),  # test_wheel: `python -m build` and `pip install` reach the package index
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
-        for fixture, marker in MARKERS_BY_FIXTURE.items():
-            if fixture in used:
-                item.add_marker(marker)
-        if _drives_a_browser(item):
+        source = _source(item)
+        for fixture, markers in MARKERS_BY_FIXTURE.items():
+            if fixture in used or ("getfixturevalue(" in source and f'"{fixture}"' in source):
+                for marker in markers:
+                    item.add_marker(marker)
+        if "playwright" in source:  # no fixture says a test drives Chromium: its code imports playwright
             item.add_marker("browser")
 
 
-def _drives_a_browser(item: pytest.Item) -> bool:
-    """Whether a test drives Chromium (no fixture says so: its code imports playwright)."""
+def _source(item: pytest.Item) -> str:
+    """The test function's source ("" when it has none)."""
     try:
-        return "playwright" in inspect.getsource(item.obj)  # type: ignore[attr-defined]
+        return inspect.getsource(item.obj)  # type: ignore[attr-defined]
     except (AttributeError, OSError, TypeError):
-        return False
+        return ""
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +106,11 @@ def label_studio_pg() -> local.LocalServer:
     """A second test Label Studio, on PostgreSQL (as production runs it), started only for the
     tests that ask for it; stopped at the end as :func:`label_studio` is."""
     was_running = local.status(LS_PG_PORT, LS_PG_DATA) is not None
+    if local.recorded(LS_PG_DATA) is None:  # a fresh data dir: the database of an earlier one goes
+        import psycopg
+
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{LS_PG_DATABASE.rsplit("/", 1)[1]}" WITH (FORCE)')
     try:
         server = local.up(LS_PG_PORT, LS_PG_DATA, timeout=600, database=LS_PG_DATABASE)
     except local.LocalError as exc:

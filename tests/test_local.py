@@ -171,3 +171,13 @@ def test_concurrent_imports_keep_every_prediction(database: str, request: pytest
     for t in tasks:
         [prediction] = t["predictions"]
         assert prediction["result"][0]["value"]["text"] == [t["data"]["prompt"].replace("question", "answer")]
+
+
+def test_a_database_made_with_another_data_directory_is_refused_before_starting(
+    label_studio_pg: local.LocalServer, tmp_path: Path
+):
+    port = free_port()
+    out = cli("local", "up", "--port", str(port), "--data-dir", str(tmp_path), "--database", LS_PG_DATABASE, env={})
+    assert "holds a Label Studio made with another data directory" in one_line_error(out)
+    assert local.status(port, tmp_path) is None and local.recorded(tmp_path) is None
+    assert local.recorded(LS_PG_DATA).database == LS_PG_DATABASE

@@ -127,6 +127,7 @@ def redact_database(database: str) -> str:
 
 #: Run in Label Studio's virtualenv (which has psycopg): create the database named by the
 #: ``POSTGRE_*`` variables unless it exists, connecting to the server's ``postgres`` database.
+#: Prints ``admin`` when the database exists and already has the admin user.
 _CREATE_DATABASE = """
 import os, sys
 import psycopg
@@ -139,8 +140,12 @@ name = env["POSTGRE_NAME"]
 def why(exc):
     return " ".join(str(exc).split())
 try:
-    with psycopg.connect(dbname=name, **args):
-        sys.exit(0)
+    with psycopg.connect(dbname=name, **args) as conn:
+        users = conn.execute("SELECT to_regclass('htx_user')").fetchone()[0]
+        query = "SELECT 1 FROM htx_user WHERE email = %s"
+        admin = users and conn.execute(query, (env["LABEL_STUDIO_USERNAME"],)).fetchone()
+    print("admin" if admin else "no admin")
+    sys.exit(0)
 except psycopg.OperationalError as exc:
     if "does not exist" not in str(exc):
         sys.exit(f"cannot connect to PostgreSQL at {args['host']}:{args['port']}: {why(exc)}")
@@ -152,14 +157,16 @@ except psycopg.Error as exc:
 """
 
 
-def ensure_database(exe: Path, env: dict[str, str]) -> None:
+def ensure_database(exe: Path, env: dict[str, str]) -> bool:
     """Create the PostgreSQL database of ``env`` (``POSTGRE_*``) unless it exists, with the
-    Python of Label Studio's virtualenv (``exe`` is its ``label-studio``)."""
+    Python of Label Studio's virtualenv (``exe`` is its ``label-studio``). True when it
+    existed and already holds the admin user."""
     python = exe.parent / "python"
     result = subprocess.run([str(python), "-c", _CREATE_DATABASE], env=env, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines() or ["unknown error"]
         raise LocalError(lines[-1])
+    return result.stdout.strip() == "admin"
 
 
 def url_for(host: str, port: int) -> str:
@@ -283,6 +290,11 @@ def _token_works(url: str, token: str) -> bool:
         client.close()
 
 
+def recorded(data_dir: str | os.PathLike[str]) -> LocalServer | None:
+    """The server last started on this data directory, running or not (None if none was)."""
+    return _load(Path(data_dir).expanduser().resolve())
+
+
 def status(port: int = DEFAULT_PORT, data_dir: str | os.PathLike[str] | None = None) -> LocalServer | None:
     """The server started on this data dir, if it is running and healthy."""
     server = _load(Path(data_dir) if data_dir else default_data_dir(port))
@@ -347,8 +359,11 @@ def up(
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         }
-        if wanted:
-            ensure_database(exe, env)
+        if wanted and ensure_database(exe, env) and not (previous and previous.database == wanted):
+            raise LocalError(
+                f"{redact_database(wanted)} holds a Label Studio made with another data directory (its admin's "
+                f"password and tokens are not in {data}): pass that --data-dir, or use a new database"
+            )
         log = open(data / "label-studio.log", "ab")
         proc = subprocess.Popen(
             start_command(exe, port, host, url),
@@ -368,7 +383,11 @@ def up(
                 _stop_pid(proc.pid)
                 raise LocalError(f"Label Studio did not answer /health within {timeout:.0f}s")
             time.sleep(1.0)
-        api_key = previous.api_key if previous and _token_works(url, previous.api_key) else _mint_pat(url, legacy)
+        try:
+            api_key = previous.api_key if previous and _token_works(url, previous.api_key) else _mint_pat(url, legacy)
+        except (LocalError, httpx.HTTPError):
+            _stop_pid(proc.pid)
+            raise
         server = LocalServer(url, port, str(data), proc.pid, ADMIN_EMAIL, password, legacy, api_key, host, wanted)
         _save(server)
         return server
