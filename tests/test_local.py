@@ -75,6 +75,7 @@ def test_inherited_database_settings_never_reach_label_studio():
         assert not local._label_studio_db_var(name), name
 
 
+@pytest.mark.ls  # installs Label Studio (once) before it reaches the database
 def test_an_unreachable_database_is_one_line_before_anything_starts(tmp_path: Path):
     port = free_port()
     out = cli(
