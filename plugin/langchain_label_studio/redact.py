@@ -43,17 +43,26 @@ Precheck = Callable[[str], bool]
 
 @dataclass(frozen=True)
 class Rule:
-    """A built-in rule: matches of ``pattern`` become ``replacement`` (a function decides)."""
+    """A built-in rule: matches of ``pattern`` become ``replacement`` (a function decides).
+
+    ``glued`` holds ``(offset, pattern)``: the pattern as it applies ``offset`` characters after
+    a replacement of the rule, tried there first. A second pass would see the placeholder's
+    ``>`` before that point, not the text it replaced, so a look-behind can pass that failed on
+    the first (``+1 415-555-0132+61 2 9374 4000`` is two numbers): the first pass looks too.
+    """
 
     name: str
     pattern: re.Pattern[str]
     replacement: Replacement
     precheck: Precheck
+    glued: tuple[tuple[int, re.Pattern[str]], ...] = ()
 
 
-#: A placeholder as written by the rules (``<EMAIL>``, ``<SECRET>``...): values that already are
-#: one are not redacted again, so redacting twice changes nothing.
-_PLACEHOLDER = r"(?-i:<[A-Z][A-Z0-9_]*>)"
+#: A placeholder as written by the rules (``<EMAIL>``, ``<SECRET>``...): a value that starts
+#: with one is not redacted again, so redacting twice changes nothing.
+_PLACEHOLDER_NAME = r"(?-i:[A-Z][A-Z0-9_]*+>)"
+_PLACEHOLDER = rf"<{_PLACEHOLDER_NAME}"
+_PLACEHOLDER_RE = re.compile(_PLACEHOLDER)
 
 
 # --- secrets -------------------------------------------------------------------------------
@@ -61,10 +70,14 @@ _PLACEHOLDER = r"(?-i:<[A-Z][A-Z0-9_]*>)"
 #: Characters a PEM body may hold: base64, line breaks (also JSON-escaped ``\n``) and the
 #: ``Proc-Type: 4,ENCRYPTED`` / ``DEK-Info: AES-128-CBC,...`` headers of legacy encrypted keys.
 _PEM_BODY = r"(?:[A-Za-z0-9+/=\s:,\\]|-(?!----))"
-#: How far a ``BEGIN`` without its ``END`` is redacted (an RSA 8192-bit key is ~6.5 KB).
+#: How far a ``BEGIN`` without its ``END`` is redacted (an RSA 8192-bit key is ~6.5 KB), and
+#: then to the end of the word there (what follows starts as it would without the key).
 PEM_WINDOW = 12_000
 _PEM_LABEL = r"(?:[A-Z0-9]++ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
-_PEM = re.compile(rf"-----BEGIN {_PEM_LABEL}{_PEM_BODY}{{0,{PEM_WINDOW}}}+(?:-----END {_PEM_LABEL})?")
+_PEM = re.compile(
+    rf"-----BEGIN {_PEM_LABEL}{_PEM_BODY}{{0,{PEM_WINDOW}}}+(?:[\w+/=]++|-(?!----))*+"
+    rf"(?:-----END {_PEM_LABEL})?"
+)
 
 _BEARER = re.compile(r"(?i)\bbearer\s++[A-Za-z0-9._~+/=-]{8,}+")
 
@@ -94,19 +107,18 @@ _ENDS_WITH_SECRET_NAME = (
     "(?<=[dentyDENTY])(?:" + "|".join(f"(?<={name})" for name in _SECRET_NAMES + _SECRET_KEY_NAMES) + ")"
 )
 #: ``name = value``, ``name: value``, ``"name": "value"``, ``'name' => 'value'``. A quoted
-#: value is masked up to its closing quote (at most 4096 characters), a bare one up to a space
-#: or quote; quotes and separators stay.
+#: value is masked up to its closing quote (at most 4096 characters), a bare one up to a space,
+#: quote or placeholder; quotes and separators stay.
 _NAMED_SECRET = re.compile(
     rf"(?i)(?<![\w.-])[\w.-]++{_ENDS_WITH_SECRET_NAME}[\"']?\s*+(?:=>|[:=])\s*+"
-    rf"(?:\"(?!{_PLACEHOLDER}\")(?P<dq>[^\"\n]{{4,4096}}+)\""
-    rf"|'(?!{_PLACEHOLDER}')(?P<sq>[^'\n]{{4,4096}}+)'"
-    rf"|[\"']?(?!{_PLACEHOLDER})(?P<bare>[^\s\"',;]{{6,}}+))"
+    rf"(?:\"(?!{_PLACEHOLDER})(?P<dq>[^\"\n]{{4,4096}}+)\""
+    rf"|'(?!{_PLACEHOLDER})(?P<sq>[^'\n]{{4,4096}}+)'"
+    rf"|[\"']?(?P<bare>(?:[^\s\"',;<]|<(?!{_PLACEHOLDER_NAME})){{6,}}+))"
 )
 
 #: An AWS secret access key (40 base64 characters, mixed case, a digit) named nearby.
 _AWS_SECRET = re.compile(r"(?<![A-Za-z0-9+/=])(?=[A-Za-z+/]{0,39}\d)[A-Za-z0-9+/]{40}(?![A-Za-z0-9+/=])")
-#: ``<SECRET>`` is not a context: it would make a second pass redact what the first left.
-_AWS_CONTEXT = re.compile(r"(?i)aws|(?<!<)secret")
+_AWS_CONTEXT = re.compile(r"(?i)aws|secret")
 AWS_CONTEXT_CHARS = 100
 
 
@@ -130,20 +142,23 @@ def _jwt(match: re.Match[str]) -> str:
 
 def _aws_secret(match: re.Match[str]) -> str | None:
     key = match.group(0)
-    if key.lower() == key or key.upper() == key:
+    if key.lower() == key or key.upper() == key:  # a key has both cases
         return None
-    start = match.start()
-    context = match.string[max(0, start - AWS_CONTEXT_CHARS) : start]
-    return "<SECRET>" if _AWS_CONTEXT.search(context) else None
+    text, start = match.string, match.start()
+    since = max(0, start - AWS_CONTEXT_CHARS)
+    # Only what follows the last placeholder is context: a second pass, over text the first
+    # shortened, must not find a name that the first pass saw too far away.
+    for placeholder in _PLACEHOLDER_RE.finditer(text, max(0, since - 64), start):
+        since = max(since, placeholder.end())
+    return "<SECRET>" if _AWS_CONTEXT.search(text, since, start) else None
 
 
 # --- personal data -------------------------------------------------------------------------
 
 #: An e-mail address, local part and domain in any script. The attempt starts where a run of
 #: local-part characters starts and takes the run whole; leading dots or quotes stay outside.
-_EMAIL = re.compile(
-    r"(?<![\w.%+'-])([.%+'-]*+)\w[\w.%+'-]*+@[\w-]++(?:\.[\w-]++)*\.[^\W\d_]{2,}+\b"
-)
+_EMAIL_BODY = r"([.%+'-]*+)\w[\w.%+'-]*+@[\w-]++(?:\.[\w-]++)*\.[^\W\d_]{2,}+\b"
+_EMAIL = re.compile(rf"(?<![\w.%+'-]){_EMAIL_BODY}")
 
 
 def _email(match: re.Match[str]) -> str:
@@ -176,12 +191,13 @@ _LETTER_VALUES = str.maketrans({chr(ord("A") + n): str(10 + n) for n in range(26
 _IBAN = re.compile(r"(?i)\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
 
 #: A card number as cards print it: 13 to 19 digits in one run, in groups of four (4-4-4-4,
-#: 4-4-4-1 to 4-4-4-4-3) or as 4-6-5 / 4-6-4 (Amex, Diners), with one separator throughout.
+#: 4-4-4-1 to 4-4-4-4-3) or as 4-6-5 / 4-6-4 (Amex, Diners), with one separator throughout;
+#: five groups of four are taken too, for a card written next to another group of digits.
 #: Digits in other groupings are not taken for a card (nor are a UUID's groups).
 #: (The pattern starts with its first digit, not a look-behind: ``re`` then skips to digits fast.)
 _CARD = re.compile(
     r"\d(?<![\w+]\d)(?:\d{12,18}"
-    r"|\d{3}(?P<sep>[ ./_-])(?:\d{4}(?P=sep)\d{4}(?P=sep)(?:\d{4}(?P=sep)\d{1,3}|\d{1,4})|\d{6}(?P=sep)\d{4,5}))\b"
+    r"|\d{3}(?P<sep>[ ./_-])(?:\d{4}(?P=sep)\d{4}(?P=sep)(?:\d{4}(?P=sep)\d{1,4}|\d{1,4})|\d{6}(?P=sep)\d{4,5}))\b"
 )
 _UUID_GROUP_STARTS = (0, 9, 14, 19, 24)
 _UUID = re.compile(r"(?<![0-9A-Fa-f-])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Fa-f-])")
@@ -189,19 +205,23 @@ _UUID = re.compile(r"(?<![0-9A-Fa-f-])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A
 #: Phone numbers: international (``+`` or ``00``, then digit groups, some in parentheses),
 #: ``(555) 123-4567``, ``555-123-4567``, national with a trunk ``0`` (``07700 900123``,
 #: ``01 44 55 66 77``). Not after ``12:`` or ``12.`` (the seconds of a time, a decimal).
+#: Digit groups are taken whole (possessive); only the number of groups is given back.
 _SEP = r"[ \t\u00a0\u202f.-]"
 _INTL = (
     rf"(?P<intl>(?:\+|00(?=[1-9]\d{{0,2}}[ \t\u00a0\u202f.(-]))(?=(?:[ \t\u00a0\u202f.()-]{{0,2}}\d){{8}})"
-    rf"\d++(?:{_SEP}?\(\d{{1,4}}\){_SEP}?\d++|{_SEP}\d++)?+"
-    rf"(?:{_SEP}?\(\d{{1,4}}\){_SEP}?\d++|{_SEP}\d{{2,}}+){{0,6}}+)"
+    rf"\d++(?:{_SEP}?\(\d{{1,4}}\){_SEP}?\d++|{_SEP}\d++)?"
+    rf"(?:{_SEP}?\(\d{{1,4}}\){_SEP}?\d++|{_SEP}\d{{2,}}+){{0,6}})"
 )
-_PHONE = re.compile(
-    rf"(?<![\w+])(?<!\d[:.])(?:{_INTL}"
+_PHONE_BODY = (
+    rf"(?:{_INTL}"
     rf"|\(\d{{2,4}}\){_SEP}?\d{{3,4}}{_SEP}?\d{{3,4}}"
     rf"|\d{{3}}{_SEP}\d{{3}}{_SEP}\d{{4}}"
     rf"|0\d{{1,4}}{_SEP}\d{{3,4}}{_SEP}?\d{{3,4}}"
     rf"|0[1-9](?:{_SEP}\d\d){{4}})(?!\w)"
 )
+_PHONE = re.compile(rf"(?<![\w+])(?<!\d[:.]){_PHONE_BODY}")
+#: Right after a number, and after the ``:`` or ``.`` that follows one.
+_PHONE_GLUED = ((0, re.compile(_PHONE_BODY)), (1, re.compile(rf"(?<=[:.]){_PHONE_BODY}")))
 _PHONE_GROUP = re.compile(r"\d+")
 _PHONE_PUNCTUATION = "( \t\u00a0\u202f.-"
 
@@ -230,12 +250,15 @@ def _in_uuid(match: re.Match[str]) -> bool:
 
 
 def _card(match: re.Match[str]) -> Verdict:
-    sep = match.group("sep")
-    digits = match.group(0).replace(sep, "") if sep else match.group(0)
-    if _luhn_ok(digits):
+    text, sep = match.group(0), match.group("sep")
+    digits = text.replace(sep, "") if sep else text
+    if len(digits) <= 19 and _luhn_ok(digits):
         return "<CREDIT_CARD>"
-    if sep and len(digits) > 16 and _luhn_ok(digits[:16]):  # 4-4-4-4, then other digits
-        return "<CREDIT_CARD>", match.start() + 19
+    if sep and len(digits) > 16:  # four groups, and other digits written after or before them
+        if _luhn_ok(digits[:16]):
+            return "<CREDIT_CARD>", match.start() + 19
+        if len(digits) == 20 and _luhn_ok(digits[4:]):
+            return f"{text[:5]}<CREDIT_CARD>"
     return None
 
 
@@ -300,6 +323,10 @@ def _has_digit(text: str) -> bool:
 _DIGIT = re.compile(r"\d")
 
 
+def _always(text: str) -> bool:
+    return True
+
+
 def _names_aws_secret(text: str) -> bool:
     lowered = text.lower()
     return "aws" in lowered or "secret" in lowered
@@ -314,10 +341,10 @@ BUILTIN_RULES: list[Rule] = [
     Rule("SECRET", _API_KEY, "<SECRET>", lambda text: any(prefix in text for prefix in _KEY_PREFIXES)),
     Rule("SECRET", _NAMED_SECRET, _named_secret, lambda text: "=" in text or ":" in text),
     Rule("SECRET", _AWS_SECRET, _aws_secret, _names_aws_secret),
-    Rule("EMAIL", _EMAIL, _email, lambda text: "@" in text),
+    Rule("EMAIL", _EMAIL, _email, lambda text: "@" in text, glued=((0, re.compile(_EMAIL_BODY)),)),
     Rule("IBAN", _IBAN, _iban, _has_digit),
     Rule("CREDIT_CARD", _CARD, _card, _has_digit),
-    Rule("PHONE", _PHONE, _phone, _has_digit),
+    Rule("PHONE", _PHONE, _phone, _has_digit, glued=_PHONE_GLUED),
 ]
 
 _MARK_OR_DIGIT = re.compile(r"[=:@\d]")
@@ -344,15 +371,9 @@ class Redactor:
     counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        rules: list[tuple[str, re.Pattern[str], Replacement, Precheck | None]] = (
-            [(rule.name, rule.pattern, rule.replacement, rule.precheck) for rule in BUILTIN_RULES]
-            if self.builtin
-            else []
-        )
-        rules += [
-            (name.upper(), re.compile(pattern), f"<{name.upper()}>", None) for name, pattern in self.patterns.items()
-        ]
-        self._rules = rules
+        self._rules = list(BUILTIN_RULES) if self.builtin else []
+        for name, pattern in self.patterns.items():
+            self._rules.append(Rule(name.upper(), re.compile(pattern), f"<{name.upper()}>", _always))
         #: Only the built-in rules are known to match the joined strings of a record wherever
         #: they match one of them (their anchors are word boundaries, which NUL keeps apart).
         self._joinable = not self.patterns
@@ -361,34 +382,37 @@ class Redactor:
         # A precheck shared by several rules is run once: what the rules write in (placeholders)
         # adds no digit, mark or keyword, so a check false of the text stays false after them.
         checked: dict[Precheck, bool] = {}
-        for name, regex, repl, check in self._rules:
-            if check is not None:
-                passed = checked.get(check)
-                if passed is None:
-                    passed = checked[check] = check(value)
-                if not passed:
-                    continue
-            if callable(repl):
-                value = self._decide(name, regex, repl, value)
-            else:
-                value, n = regex.subn(repl.replace("\\", "\\\\"), value)  # a template: backslashes escaped
+        for rule in self._rules:
+            passed = checked.get(rule.precheck)
+            if passed is None:
+                passed = checked[rule.precheck] = rule.precheck(value)
+            if not passed:
+                continue
+            if callable(rule.replacement):
+                value = self._decide(rule, value)
+            else:  # a template: its backslashes escaped
+                value, n = rule.pattern.subn(rule.replacement.replace("\\", "\\\\"), value)
                 if n:
-                    self.counts[name] = self.counts.get(name, 0) + n
+                    self.counts[rule.name] = self.counts.get(rule.name, 0) + n
         return value
 
-    def _decide(self, name: str, regex: re.Pattern[str], decide: Callable[[re.Match[str]], Verdict], text: str) -> str:
-        """``regex.sub`` where ``decide`` rules on each candidate (see :data:`Verdict`)."""
+    def _decide(self, rule: Rule, text: str) -> str:
+        """``re.sub`` where the rule's function rules on each candidate (see :data:`Verdict`)."""
+        decide: Callable[[re.Match[str]], Verdict] = rule.replacement  # type: ignore[assignment]
         pieces: list[str] = []
         kept = pos = 0
-        while (match := regex.search(text, pos)) is not None:
+        match = rule.pattern.search(text)
+        while match is not None:
             verdict = decide(match)
             if verdict is None:
                 pos = match.end()
+                match = rule.pattern.search(text, pos)
                 continue
             out, end = (verdict, match.end()) if isinstance(verdict, str) else verdict
             pieces += (text[kept : match.start()], out)
             kept = pos = end
-            self.counts[name] = self.counts.get(name, 0) + 1
+            self.counts[rule.name] = self.counts.get(rule.name, 0) + 1
+            match = _glued(rule, text, end) or rule.pattern.search(text, pos)
         if not pieces:
             return text
         pieces.append(text[kept:])
@@ -445,16 +469,20 @@ class Redactor:
         if not _may_match_builtin(joined):
             return False
         checked: dict[Precheck, bool] = {}
-        for _, regex, _, check in self._rules:
-            if check is not None:
-                passed = checked.get(check)
-                if passed is None:
-                    passed = checked[check] = check(joined)
-                if not passed:
-                    continue
-            if regex.search(joined):
+        for rule in self._rules:
+            passed = checked.get(rule.precheck)
+            if passed is None:
+                passed = checked[rule.precheck] = rule.precheck(joined)
+            if passed and rule.pattern.search(joined):
                 return True
         return False
+
+
+def _glued(rule: Rule, text: str, end: int) -> re.Match[str] | None:
+    for offset, pattern in rule.glued:
+        if (match := pattern.match(text, end + offset)) is not None:
+            return match
+    return None
 
 
 def _free_key(key: str, taken: Mapping[Any, Any]) -> str:
