@@ -35,6 +35,7 @@ import httpx
 import pytest
 from conftest import FEEDBACK_SECRET, LS_PG_DATA, LS_PG_DATABASE, LS_PG_PORT, ROOT, tasks_where
 from faults import free_port
+from test_langgraph_server import langgraph_server  # noqa: F401  (the fixture)
 
 from langchain_label_studio import local
 from langchain_label_studio.client import LabelStudioClient
@@ -52,6 +53,7 @@ RUN = {
     "uvicorn app:app --port 8000": "test_quick_start_lands_in_jokes_and_support_chats",
     "from langchain_label_studio import Project, capture": "test_capture_block",
     "from langchain_core.language_models.fake import FakeListLLM": "test_callback_handler_block",
+    "from langgraph_sdk import get_sync_client": "test_langgraph_sdk_block (langgraph dev of the example app)",
     "langchain-label-studio local up": "test_local_block",
     'langchain-label-studio export --project "Support chats" --format sft --out sft.jsonl': "test_export_blocks",
     "from langchain_label_studio.export import export": "test_export_blocks",
@@ -65,7 +67,6 @@ NOT_RUN = {
     'pip install -e ".[all]"': "installs the package; tests/test_wheel.py builds the wheel and installs it",
     "export LABEL_STUDIO_URL=http://localhost:8080": "placeholders for the user's server; the tests set both",
     "python3 -m venv .venv-langgraph": "a second virtualenv and langgraph dev (tests/test_langgraph_server.py)",
-    "from langgraph_sdk import get_sync_client": "needs LangGraph Server on :2024; tests/test_langgraph_server.py",
     'pip install "langchain-label-studio[langserve,langgraph,postgres]"': "an install and a placeholder database "
     "host; tests/test_replicas.py runs the PostgreSQL outbox",
 }
@@ -299,6 +300,27 @@ def test_callback_handler_block(label_studio: local.LocalServer, admin: LabelStu
     assert prompt["data"]["prompt"] == "Tell me a joke" and answers(prompt) == ["Why did the chicken..."]
     [chat] = wait_for(new_tasks(admin, "New Project with Chat", since), "the chat-mode task")
     assert "Always use a lot of emojis" in json.dumps(chat["data"]) and answers(chat)[-1] == "😀 A joke! 🎉"
+
+
+def test_langgraph_sdk_block(
+    langgraph_server,  # noqa: F811
+    label_studio: local.LocalServer,
+    admin: LabelStudioClient,
+    tmp_path: Path,
+):
+    """The client calls, against ``langgraph dev`` serving example_app/langgraph.json (as the
+    block before it starts it), its port in place of 2024."""
+    text = block("from langgraph_sdk import get_sync_client").text
+    assert "http://127.0.0.1:2024" in text
+    code = text.replace("http://127.0.0.1:2024", langgraph_server.url) + "\nprint(thread)\n"
+    thread = python(code, tmp_path, shell_env(label_studio, tmp_path / "state")).stdout.strip()
+
+    def answered() -> list[dict]:
+        return [t for t in tasks_where(admin, "Support chats", session_id=thread) if answers(t)]
+
+    [task] = wait_for(answered, "the thread's task")
+    assert task["data"]["user_id"] == "alice" and task["data"]["run_id"] and task["data"]["graph_id"] == "chat"
+    assert "weather in Oslo?" in json.dumps(task["data"]["prompt"])
 
 
 # -- the local Label Studio ------------------------------------------------------------------------
