@@ -54,7 +54,37 @@ COLUMN_TYPES = {
     "captured_at": "Datetime",
 }
 #: Raw JSON columns hidden in the review tab (kept in the task for export).
-HIDDEN = ("prompt", "state", "metadata", "tags", "headers", "feedback", "review_turns", "capture_id", "request_id")
+HIDDEN = (
+    "prompt",
+    "state",
+    "metadata",
+    "tags",
+    "headers",
+    "feedback",
+    "review_turns",
+    "latest_turn",
+    "latest_heading",
+    "capture_id",
+    "request_id",
+)
+
+
+#: Label Studio's own columns an annotator rarely needs, hidden so the previews come first.
+SYSTEM_HIDDEN = (
+    "inner_id",
+    "annotations_ids",
+    "annotations_results",
+    "predictions_score",
+    "predictions_model_versions",
+    "predictions_results",
+    "file_upload",
+    "storage_filename",
+    "created_at",
+    "updated_at",
+    "updated_by",
+    "avg_lead_time",
+    "draft_exists",
+)
 
 
 def default_config(spec: dict[str, Any]) -> str:
@@ -88,7 +118,7 @@ def review_tab(project_id: int) -> dict[str, Any]:
             "ordering": [f"-{data_col('priority')}"],
             "filters": {"conjunction": "and", "items": []},
             "hiddenColumns": {
-                "explore": [data_col(k) for k in HIDDEN] + ["tasks:inner_id", "tasks:annotations_ids"],
+                "explore": [data_col(k) for k in HIDDEN] + [f"tasks:{k}" for k in SYSTEM_HIDDEN],
                 "labeling": [data_col(k) for k in HIDDEN],
             },
             "columnsDisplayType": {data_col(k): v for k, v in COLUMN_TYPES.items()},

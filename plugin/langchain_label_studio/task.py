@@ -106,7 +106,9 @@ def build_task(record: CaptureRecord, layout: Layout) -> dict[str, Any]:
     data["priority"] = priority(data)
     data["capture_id"] = record.capture_id
     data["captured_at"] = datetime.fromtimestamp(record.captured_at, timezone.utc).isoformat()
-    task: dict[str, Any] = {"data": data}
+    # The Data Manager lists columns in the order it first meets them: what annotators read first.
+    first = {k: data.pop(k) for k in ("first_message", "last_answer", "priority", "turns", "user_id") if k in data}
+    task: dict[str, Any] = {"data": {**first, **data}}
     if record.response is not None:
         task["predictions"] = [prediction(record, layout)]
     return task
