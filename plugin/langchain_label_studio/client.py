@@ -76,10 +76,13 @@ def _jwt_expiry(token: str) -> float:
 class LabelStudioClient:
     """A small synchronous client for the calls capture delivery needs."""
 
-    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, api_key: str | None, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        """``transport`` replaces the network (tests use ``httpx.MockTransport``)."""
         self.url = url.rstrip("/")
         self._api_key = api_key
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         self._access: str | None = None
         self._access_expiry = 0.0
         self._lock = threading.Lock()

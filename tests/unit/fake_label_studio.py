@@ -76,11 +76,8 @@ class FakeLabelStudio:
 
     # -- test helpers ------------------------------------------------------------------------------
     def client(self, api_key: str = LEGACY_TOKEN, timeout: float = 5.0) -> LabelStudioClient:
-        """The plugin's client, talking to this fake (its HTTP client swapped for the transport)."""
-        client = LabelStudioClient(URL, api_key, timeout=timeout)
-        client._http.close()
-        client._http = httpx.Client(base_url=URL, timeout=timeout, transport=httpx.MockTransport(self.handle))
-        return client
+        """The plugin's client, talking to this fake."""
+        return LabelStudioClient(URL, api_key, timeout=timeout, transport=httpx.MockTransport(self.handle))
 
     def fail(
         self,
