@@ -160,10 +160,10 @@ class LabelStudioClient:
             return False
 
     def whoami(self) -> dict[str, Any]:
-        return self._call("GET", "/api/current-user/whoami", "checking the token").json()
+        return _object(self._call("GET", "/api/current-user/whoami", "checking the token"))
 
     def get_project(self, project_id: int) -> dict[str, Any]:
-        return self._call("GET", f"/api/projects/{project_id}", f"reading project {project_id}").json()
+        return _object(self._call("GET", f"/api/projects/{project_id}", f"reading project {project_id}"))
 
     def find_project(self, title: str) -> dict[str, Any] | None:
         """The project with exactly this title (the oldest if several), or None."""
@@ -183,9 +183,14 @@ class LabelStudioClient:
         return min(found, key=lambda p: p["id"]) if found else None
 
     def create_project(self, title: str, label_config: str) -> dict[str, Any]:
-        return self._call(
-            "POST", "/api/projects/", f"creating project {title!r}", json={"title": title, "label_config": label_config}
-        ).json()
+        return _object(
+            self._call(
+                "POST",
+                "/api/projects/",
+                f"creating project {title!r}",
+                json={"title": title, "label_config": label_config},
+            )
+        )
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
         """Bulk-import tasks (with their predictions); returns the new task ids in order."""
@@ -204,7 +209,7 @@ class LabelStudioClient:
         resp = self._send("GET", f"/api/tasks/{task_id}")
         if resp.status_code == 404:
             return None
-        return self._check(resp, f"reading task {task_id}").json()
+        return _object(self._check(resp, f"reading task {task_id}"))
 
     def update_task(self, task_id: int, data: dict[str, Any]) -> None:
         """Replace the task's ``data`` (Label Studio replaces it as a whole)."""
@@ -276,7 +281,7 @@ class LabelStudioClient:
         resp = self._send("GET", "/api/tasks/", params=params)
         if resp.status_code == 404:
             return []
-        return self._check(resp, f"listing tasks of project {project_id}").json().get("tasks", [])
+        return _tasks(self._check(resp, f"listing tasks of project {project_id}"))
 
     def tasks_after(
         self,
@@ -311,7 +316,21 @@ class LabelStudioClient:
             if exc.status == 404:
                 return []
             raise
-        return resp.json().get("tasks", [])
+        return _tasks(resp)
 
     def delete_project(self, project_id: int) -> None:
         self._call("DELETE", f"/api/projects/{project_id}", f"deleting project {project_id}")
+
+
+def _object(resp: httpx.Response) -> dict[str, Any]:
+    """The JSON object of an answer (Label Studio answers these calls with one)."""
+    body = resp.json()
+    if not isinstance(body, dict):
+        raise Unavailable(f"Label Studio answered {resp.request.url.path} with no JSON object")
+    return body
+
+
+def _tasks(resp: httpx.Response) -> list[dict[str, Any]]:
+    body = resp.json()
+    tasks = body.get("tasks", []) if isinstance(body, dict) else []
+    return [t for t in tasks if isinstance(t, dict)]

@@ -220,9 +220,10 @@ def _comment(value: Any) -> str | None:
         raise FeedbackError(422, "comment must be text")
     if len(value) > MAX_COMMENT_CHARS:
         raise FeedbackError(422, f"comment is longer than {MAX_COMMENT_CHARS} characters")
-    if not value.isascii():
-        value = _SURROGATES.sub("\ufffd", value)  # lone surrogates: no UTF-8 text can hold them
-    return value.replace("\x00", "")
+    text: str = value
+    if not text.isascii():
+        text = _SURROGATES.sub("\ufffd", text)  # lone surrogates: no UTF-8 text can hold them
+    return text.replace("\x00", "")
 
 
 def feedback_record(

@@ -50,8 +50,8 @@ class PipelineCollector:
             url = str(health["label_studio_url"])
             for name, family in gauges.items():
                 family.add_metric([url], float(health[name] or 0))
-            for name, family in counters.items():
-                family.add_metric([url], float(health[name]))
+            for name, counter in counters.items():
+                counter.add_metric([url], float(health[name]))
             for reason, count in health["skipped"].items():
                 skipped.add_metric([url, reason], float(count))
             for rule, count in health["redactions"].items():

@@ -260,10 +260,9 @@ class PostgresOutbox:
     def stored_version(self, conn: psycopg.Connection) -> int:
         """The schema version of the tables (0: none yet, or tables made by 0.1.0)."""
         table = sql.Identifier(self.schema, "schema_version")
-        if conn.execute("SELECT to_regclass(%s)", (table.as_string(None),)).fetchone()[0] is None:
+        if _one(conn.execute("SELECT to_regclass(%s)", (table.as_string(None),)))[0] is None:
             return 0
-        row = conn.execute(sql.SQL("SELECT MAX(version) FROM {}").format(table)).fetchone()
-        return int(row[0] or 0)
+        return int(_one(conn.execute(sql.SQL("SELECT MAX(version) FROM {}").format(table)))[0] or 0)
 
     def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
         with self._connection() as conn:
@@ -290,7 +289,7 @@ class PostgresOutbox:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=int(self.connect_timeout_s))
             while True:
                 owner = random.randint(1, 2**31 - 1)
-                if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_OWNER_NS, owner)).fetchone()[0]:
+                if _one(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_OWNER_NS, owner)))[0]:
                     break
         except psycopg.OperationalError as exc:
             raise OutboxUnavailable(f"the PostgreSQL outbox at {redacted(self.url)} is unavailable: {exc}") from None
@@ -307,7 +306,7 @@ class PostgresOutbox:
     # -- records -----------------------------------------------------------------------------
     def size_bytes(self) -> int:
         """Bytes the records table takes on disk (with its indexes and TOAST)."""
-        return int(self._run(lambda c: c.execute(self._q["size"], {"table": self._table()}).fetchone()[0]))
+        return int(self._run(lambda c: _one(c.execute(self._q["size"], {"table": self._table()}))[0]))
 
     def _used_bytes(self, conn: psycopg.Connection) -> int:
         """Bytes the waiting records take, roughly as :func:`within_cap` counts them.
@@ -315,10 +314,10 @@ class PostgresOutbox:
         The table's size on disk is cheap to read but keeps the space of delivered records
         until it is reused, so the records themselves are only measured when it is over the cap.
         """
-        on_disk = int(conn.execute(self._q["size"], {"table": self._table()}).fetchone()[0])
+        on_disk = int(_one(conn.execute(self._q["size"], {"table": self._table()}))[0])
         if self.max_bytes is None or on_disk <= self.max_bytes:
             return on_disk
-        return int(conn.execute(self._q["used"]).fetchone()[0])
+        return int(_one(conn.execute(self._q["used"]))[0])
 
     def _table(self) -> str:
         return sql.Identifier(self.schema, "records").as_string(None)
@@ -362,7 +361,7 @@ class PostgresOutbox:
         def work(conn: psycopg.Connection) -> list[tuple[int, str, int, bool]]:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NS, _key(f"claim:{self.server}")))
-                now = conn.execute(f"SELECT {_NOW}").fetchone()[0]
+                now = _one(conn.execute(f"SELECT {_NOW}"))[0]
                 live = [r[0] for r in conn.execute(_LIVE_OWNERS, {"ns": _OWNER_NS}).fetchall()]
                 args = {
                     "server": self.server,
@@ -490,10 +489,10 @@ class PostgresOutbox:
     def stats(self) -> OutboxStats:
         def work(conn: psycopg.Connection) -> OutboxStats:
             args = {"server": self.server, "table": self._table()}
-            by_project = dict(conn.execute(self._q["by_project"], args).fetchall())
-            oldest, now = conn.execute(self._q["oldest"], args).fetchone()
-            dead = conn.execute(self._q["dead_count"], args).fetchone()[0]
-            size = conn.execute(self._q["size"], args).fetchone()[0]
+            by_project: dict[str, int] = dict(conn.execute(self._q["by_project"], args).fetchall())
+            oldest, now = _one(conn.execute(self._q["oldest"], args))
+            dead = _one(conn.execute(self._q["dead_count"], args))[0]
+            size = _one(conn.execute(self._q["size"], args))[0]
             return OutboxStats(
                 pending=sum(by_project.values()),
                 oldest_age_s=None if oldest is None else max(0.0, now - oldest),
@@ -513,11 +512,19 @@ class PostgresOutbox:
         ).format(s=sql.Identifier(schema))
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-                if conn.execute("SELECT to_regclass(%s)", (f"{schema}.meta",)).fetchone()[0] is None:
+                if _one(conn.execute("SELECT to_regclass(%s)", (f"{schema}.meta",)))[0] is None:
                     return []
                 return [row[0] for row in conn.execute(query).fetchall()]
         except psycopg.OperationalError as exc:
             raise OutboxUnavailable(f"the PostgreSQL outbox at {redacted(url)} is unavailable: {exc}") from None
+
+
+def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate, a function call)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise OutboxUnavailable("PostgreSQL returned no row for a query that always returns one")
+    return tuple(row)
 
 
 _LIVE_OWNERS = (

@@ -100,7 +100,7 @@ def migrate(db: sqlite3.Connection, location: str) -> int:
         return schema_version()  # the common case: no write, no lock
     db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then find it done
     try:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if version > schema_version():
             raise SchemaTooNew(location, version, schema_version())
         for step in MIGRATIONS[version:]:
