@@ -1,16 +1,22 @@
-"""Redaction of whole records: the quick test of a record never lets a match through."""
+"""Redaction: the quick test of a record never lets a match through; the gaps the rules used
+to leave are closed; times, versions and ids stay; a second pass changes nothing; every rule
+runs in linear time (shown by its structure and its Python work, timed in bench/redaction.py)."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import string
 import uuid
+from re import _constants, _parser
+from typing import Any
 
-from test_privacy import BENIGN, SECRETS
+import pytest
+from test_privacy import BENIGN, SECRETS, corpus
 
 from langchain_label_studio.record import CaptureRecord
-from langchain_label_studio.redact import Redactor
+from langchain_label_studio.redact import _EMAIL, _JWT, BUILTIN_RULES, PEM_WINDOW, Redactor
 
 PIECES = [
     *SECRETS,
@@ -107,3 +113,226 @@ def test_custom_rules_apply_to_every_string():
     )
     redactor.record(record)
     assert record.data == {"order": "<ORDER>", "note": "no order here"}
+
+
+# --- the gaps a rule used to leave ---------------------------------------------------------
+
+GAPS = {
+    # named secrets: a prefix before the name, JSON and quoted keys
+    "DB_PASSWORD=hunter2secret": "DB_PASSWORD=<SECRET>",
+    "STRIPE_API_KEY: sk_live_51HxYzAbCdEfGhIjKlMnOp": "STRIPE_API_KEY: <SECRET>",
+    "X_API_KEY=abcdef123456": "X_API_KEY=<SECRET>",
+    "export MY_SERVICE_PASSWORD = correcthorse": "export MY_SERVICE_PASSWORD = <SECRET>",
+    "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY": "AWS_SECRET_ACCESS_KEY=<SECRET>",
+    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY": "aws_secret_access_key = <SECRET>",
+    '{"password": "hunter2secret"}': '{"password": "<SECRET>"}',
+    '{"api_key":"abc123def456"}': '{"api_key":"<SECRET>"}',
+    "{'token': 'abcdefgh'}": "{'token': '<SECRET>'}",
+    '{"password": "correct horse battery staple"}': '{"password": "<SECRET>"}',
+    "X-Api-Key: 0123456789abcdef": "X-Api-Key: <SECRET>",
+    # an AWS secret access key named nearby, not only after a key
+    "my aws secret key is wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY, keep it": "my aws secret key is <SECRET>, keep it",
+    # IBANs in lower case or spaced: whole
+    "de89 3704 0044 0532 0130 00": "<IBAN>",
+    "DE89 3704 0044 0532 0130 00": "<IBAN>",
+    "iban: de89370400440532013000.": "iban: <IBAN>.",
+    "BE68 5390 0754 7034 please": "<IBAN> please",
+    # card numbers with any one separator
+    "4111.1111.1111.1111": "<CREDIT_CARD>",
+    "4111/1111/1111/1111": "<CREDIT_CARD>",
+    "4111_1111_1111_1111": "<CREDIT_CARD>",
+    "4111 1111 1111 1111": "<CREDIT_CARD>",
+    "4111-1111-1111-1111": "<CREDIT_CARD>",
+    "3782.822463.10005": "<CREDIT_CARD>",
+    "card 4111 1111 1111 1111 exp 12/29": "card <CREDIT_CARD> exp 12/29",
+    # phone numbers
+    "+33 (0)1 44 55 66 77": "<PHONE>",
+    "0049 30 98765432": "<PHONE>",
+    "+1 (555) 123-4567": "<PHONE>",
+    "(555) 123-4567": "<PHONE>",
+    "555.123.4567": "<PHONE>",
+    "call 01 44 55 66 77 now": "call <PHONE> now",
+    "+44 20 7946 0958 2 times": "<PHONE> 2 times",
+    # e-mail addresses in any script
+    "jürgen.müller@beispiel.de": "<EMAIL>",
+    "用户@例子.中国": "<EMAIL>",
+    "write to 'o'neil@example.io'.": "write to '<EMAIL>'.",
+}
+
+
+@pytest.mark.parametrize("text", GAPS)
+def test_gap_is_closed(text):
+    redactor = Redactor()
+    assert redactor.text(text) == GAPS[text]
+    assert sum(redactor.counts.values()) == GAPS[text].count("<")
+
+
+@pytest.mark.parametrize("kind", ["RSA PRIVATE KEY", "PRIVATE KEY", "OPENSSH PRIVATE KEY", "EC PRIVATE KEY"])
+def test_private_key_blocks_are_redacted_whole(kind):
+    body = "MIIEowIBAAKCAQEA7bq98F+/abc=\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,3F17\n\nQUJD" * 20
+    block = f"-----BEGIN {kind}-----\n{body}\n-----END {kind}-----"
+    assert Redactor().text(f"key:\n{block}\nthanks") == "key:\n<SECRET>\nthanks"
+    escaped = block.replace("\n", "\\n")  # as in a JSON string (a service account file)
+    assert Redactor().text(f'{{"private_key": "{escaped}\\n"}}') == '{"private_key": "<SECRET>\\n"}'
+
+
+def test_a_private_key_without_its_end_is_redacted_to_a_bounded_window():
+    head = "-----BEGIN PRIVATE KEY-----"
+    assert Redactor().text(f"{head}\nMIIEvQIBADANBg (rest cut)") == "<SECRET>(rest cut)"
+    body = "\n".join(["A" * 63] * (2 * PEM_WINDOW // 64))
+    out = Redactor().text(f"{head}\n{body}")
+    assert out.startswith("<SECRET>\n") and out.endswith("\n" + "A" * 63)
+    assert PEM_WINDOW - 64 < len(body) - len(out) + len("<SECRET>") <= PEM_WINDOW + 64
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-30T23:48:05+00:00",
+        "2026-11-30T23:48:01+00:00 and 2026-11-30T23:48:09.123456+00:00",
+        "2026-11-30 23:48:05.123456",
+        "at 23:48:07Z",
+        "23:48:00.000001",
+        "2026-11-30",
+        "30/11/2026 23:48",
+        "550e8400-e29b-41d4-a716-446655440000",
+        "00000000-0000-0000-0000-000000000000",
+        "12345678-0123-4567-8901-234567890123",
+        "Version 1.23.2 and 10.0.19041.1234",
+        "4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c",
+        "de0123456789abcdef0123456789abcd",
+        "192.168.100.200",
+        "total_tokens: 123456, max_tokens=409600, token_type: bearer",
+        "Pi is about 3.14159265358979.",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY without a name nearby",
+    ],
+)
+def test_times_dates_versions_and_ids_stay(text):
+    redactor = Redactor()
+    assert redactor.text(text) == text
+    assert redactor.counts == {}
+
+
+def test_keys_are_redacted_and_collapsed_keys_keep_every_value():
+    redactor = Redactor()
+    value = {"alice@example.com": 1, "bob@example.com": 2, "<EMAIL>#2": 3, "plain": {"eve@example.com": [4]}}
+    assert redactor.value(value) == {"<EMAIL>": 1, "<EMAIL>#2": 2, "<EMAIL>#2#2": 3, "plain": {"<EMAIL>": [4]}}
+    assert redactor.counts == {"EMAIL": 3}
+
+
+def test_record_keys_are_redacted_by_the_quick_path_too():
+    record = CaptureRecord(
+        project={"title": "P", "id": None, "mode": "prompt", "label_config": None},
+        prompt="hello",
+        response="hi",
+        data={"metadata": {"carla.gomez@example.co.uk": "vip", "DB_PASSWORD=hunter2secret": True}},
+    )
+    Redactor().record(record)
+    assert record.data == {"metadata": {"<EMAIL>": "vip", "DB_PASSWORD=<SECRET>": True}}
+
+
+def test_custom_rules_apply_to_keys():
+    redactor = Redactor(patterns={"ORDER": r"ORD-\d+"})
+    assert redactor.value({"ORD-1": "a", "note": "ORD-2"}) == {"<ORDER>": "a", "note": "<ORDER>"}
+
+
+@pytest.mark.parametrize("text", [line for _, line in corpus()] + list(GAPS) + BENIGN)
+def test_a_second_pass_changes_nothing(text):
+    once = Redactor().text(text)
+    again = Redactor()
+    assert again.text(once) == once
+    assert again.counts == {}
+
+
+# --- linear time ---------------------------------------------------------------------------
+
+#: The worst case of each rule, as found for the benchmark (``bench/redaction.py`` times them).
+ADVERSARIAL = {
+    "email": lambda n: "a@" + "a." * (n // 2),
+    "email, local part": lambda n: "a." * (n // 2) + "@",
+    "jwt": lambda n: "eyJ-" * (n // 4),
+    "api key": lambda n: "sk " * (n // 3),
+    "named secret": lambda n: '"token": "' * (n // 10),
+    "named secret, spaces": lambda n: "password:" + " " * n + "x",
+    "bearer": lambda n: "bearer " * (n // 7),
+    "private key": lambda n: "-----BEGIN RSA PRIVATE KEY-----\n" * (n // 32),
+    "aws secret": lambda n: "aws secret " + "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEa " * (n // 41),
+    "iban": lambda n: "DE89 3704 0044 0532 0130 01 " * (n // 28),
+    "card": lambda n: "4111 1111 1111 1112 " * (n // 20),
+    "phone": lambda n: " +" + "1" * 30 * (n // 32),
+    "phone, groups": lambda n: "+1 (0)" * (n // 6),
+    "phone, 00": lambda n: "0049 " * (n // 5),
+    "timestamps": lambda n: "2026-11-30T23:48:05.123456+00:00 " * (n // 33),
+}
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_a_megabyte_of_a_rules_worst_case_completes(name):
+    text = ADVERSARIAL[name](1_000_000)
+    once = Redactor().text(text)
+    assert Redactor().text(once) == once
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_python_work_per_text_is_bounded_by_its_length(name):
+    """A rule's function runs at most once per five characters: every candidate is that long."""
+    redactor = Redactor()
+    calls = 0
+
+    def counted(decide):
+        def call(match):
+            nonlocal calls
+            calls += 1
+            return decide(match)
+
+        return call
+
+    redactor._rules = [
+        dataclasses.replace(rule, replacement=counted(rule.replacement)) if callable(rule.replacement) else rule
+        for rule in redactor._rules
+    ]
+    text = ADVERSARIAL[name](100_000)
+    redactor.text(text)
+    assert calls <= len(text) / 5
+
+
+def backtracking_repeats(pattern: str) -> list[tuple[int, int, list]]:
+    """The repetitions of ``pattern`` that may give back what they took: (min, max, body)."""
+    found: list[tuple[int, int, list]] = []
+
+    def walk(items: Any) -> None:
+        for op, av in items:
+            if op in (_constants.MAX_REPEAT, _constants.MIN_REPEAT):
+                found.append((av[0], av[1], list(av[2])))
+                walk(av[2])
+            elif op is _constants.POSSESSIVE_REPEAT:
+                walk(av[2])
+            elif op is _constants.SUBPATTERN:
+                walk(av[3])
+            elif op is _constants.ATOMIC_GROUP:
+                walk(av)
+            elif op in (_constants.ASSERT, _constants.ASSERT_NOT):
+                walk(av[1])
+            elif op is _constants.BRANCH:
+                for alternative in av[1]:
+                    walk(alternative)
+
+    walk(_parser.parse(pattern).data)
+    return found
+
+
+@pytest.mark.parametrize("rule", BUILTIN_RULES, ids=lambda rule: f"{rule.name}:{rule.pattern.pattern[:24]}")
+def test_no_rule_can_backtrack_over_a_long_stretch(rule):
+    """Structure behind the linear time: a repetition that may run long never gives back.
+
+    Unbounded repetitions are possessive, except two loops (the JWT's prefix, the e-mail
+    domain's labels) whose every turn is a possessive run then a delimiter: giving back a
+    turn costs one step. Other repetitions that may give back are short (at most 40).
+    """
+    for low, high, body in backtracking_repeats(rule.pattern.pattern):
+        if high != _constants.MAXREPEAT:
+            assert high <= 40, (low, high, body)
+            continue
+        ops = [op for op, _ in body]
+        assert set(ops) <= {_constants.POSSESSIVE_REPEAT, _constants.LITERAL} and _constants.LITERAL in ops, body
+        assert rule.pattern in (_JWT, _EMAIL)
