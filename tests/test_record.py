@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from langchain_label_studio.record import CaptureRecord, dumps, new_id
 
 
@@ -28,3 +30,10 @@ def test_ids_are_32_random_hex_digits():
     ids = {new_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_values_json_cannot_hold_become_null_or_valid_text():
+    text = dumps({"nan": float("nan"), "inf": [float("inf")], "big": 2**70, "bad": "\ud800", 1: None})
+    assert CaptureRecord.from_json(
+        CaptureRecord({"title": "P"}, prompt="p", data=json.loads(text)).to_json()
+    ).data == {"nan": None, "inf": [None], "big": 2**70, "bad": "\ufffd", "1": None}

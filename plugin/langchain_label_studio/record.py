@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -94,7 +95,22 @@ def dumps(value: Any) -> str:
     try:
         return orjson.dumps(value, default=str).decode()
     except TypeError:  # what orjson refuses (surrogates, integers past 64 bits, non-string keys)
+        pass
+    try:
         return valid_text(_ENCODER.encode(value))
+    except ValueError:  # NaN or infinity, which JSON cannot hold: null, as orjson writes them
+        return valid_text(_ENCODER.encode(_finite(value)))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinite floats replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def valid_text(text: str) -> str:
@@ -110,5 +126,5 @@ def valid_text(text: str) -> str:
 
 #: The fields stored in the outbox.
 _FIELDS = [f.name for f in fields(CaptureRecord) if f.name != "max_chars"]
-_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"), allow_nan=False)
 _SURROGATES = re.compile("[\ud800-\udfff]")

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .label_config import Layout
-from .record import CaptureRecord, Dialogue
+from .record import CaptureRecord, Dialogue, dumps
 
 #: Longest preview shown in the Data Manager's text columns.
 PREVIEW_CHARS = 160
@@ -28,6 +28,20 @@ def preview(text: Any) -> str:
     """One line of at most :data:`PREVIEW_CHARS` characters."""
     line = " ".join(str(text or "").split())
     return line if len(line) <= PREVIEW_CHARS else line[: PREVIEW_CHARS - 1] + "…"
+
+
+def as_dialogue(items: list[Any]) -> Dialogue:
+    """A list as dialogue messages: ``{"role", "content"}`` dicts (anything else becomes a user message)."""
+    dialogue: Dialogue = []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("role"), str):
+            content = item.get("content")
+            if not isinstance(content, str):
+                item = {**item, "content": "" if content is None else dumps(content)}
+            dialogue.append(item)
+        else:
+            dialogue.append({"role": "user", "content": item if isinstance(item, str) else dumps(item)})
+    return dialogue
 
 
 def is_answer(message: dict[str, Any]) -> bool:
@@ -85,6 +99,10 @@ def priority(data: dict[str, Any]) -> int:
 def build_task(record: CaptureRecord, layout: Layout) -> dict[str, Any]:
     """The task (``data`` and, when there is an answer, a ``predictions`` entry)."""
     prompt: Any = record.prompt
+    if isinstance(prompt, list):
+        prompt = as_dialogue(prompt)
+    elif not isinstance(prompt, str):
+        prompt = dumps(prompt)
     if layout.mode == "chat" and isinstance(prompt, str):
         prompt = [{"role": "user", "content": prompt}]
     elif layout.mode == "prompt" and isinstance(prompt, list):
