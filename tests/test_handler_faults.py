@@ -11,7 +11,7 @@ from faults import FaultProxy, free_port
 from langchain_core.language_models.fake import FakeListLLM
 
 from langchain_label_studio import LabelStudioCallbackHandler
-from langchain_label_studio.client import DEFAULT_URL
+from langchain_label_studio.settings import DEFAULT_URL
 
 
 def test_invalid_project_config_fails_at_construction_without_network(ls_env, monkeypatch):

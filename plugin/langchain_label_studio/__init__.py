@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .graph import capture
@@ -13,6 +12,7 @@ from .middleware import LabelStudioMiddleware
 from .project import Project
 from .record import CaptureRecord
 from .settings import Settings
+from .version import __version__ as __version__
 
 __all__ = [
     "CaptureRecord",
@@ -25,10 +25,6 @@ __all__ = [
     "get_default_label_configs",
 ]
 
-try:  # the one version source is pyproject.toml's [project] version, read from the installed metadata
-    __version__ = version("langchain-label-studio")
-except PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "0+unknown"
 
 #: Internals this package used to export, still importable from here (with a warning) for a while.
 _MOVED = {

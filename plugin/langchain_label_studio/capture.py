@@ -29,9 +29,8 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 from . import challenger
-from .handler import model_name
 from .identity import clean_id, session_key
-from .messages import last_answer, role_of, to_dialogue
+from .messages import last_answer, model_name, role_of, to_dialogue
 from .pipeline import Pipeline
 from .project import Project
 from .record import CaptureRecord

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import local, operations
-from .client import DEFAULT_URL, LabelStudioError
-from .export import FORMATS, POLICIES, export
+from .client import LabelStudioError
+from .export import FORMATS, MANIFEST_SUFFIX, POLICIES, export_dataset, manifest_location
 from .outbox import Outbox
 from .pipeline import Pipeline
 from .project import Project
 from .record import CaptureRecord
-from .settings import Settings
+from .settings import DEFAULT_URL, Settings
 
 #: The exit code of a command whose standard output was closed early (128 + SIGPIPE), as a
 #: shell reports it for Unix tools.
@@ -94,7 +94,7 @@ def _local_status(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    rows = export(
+    manifest = export_dataset(
         args.project,
         args.format,
         args.out,
@@ -106,9 +106,23 @@ def _export(args: argparse.Namespace) -> int:
         user=args.user,
         policy=args.policy,
         label_threshold=args.label_threshold,
+        manifest=args.manifest,
+        since_last=args.since_last,
+        cursor=args.cursor,
     )
-    print(f"wrote {rows} row(s) to {'stdout' if args.out == '-' else args.out}", file=sys.stderr)
+    print(export_summary(args, manifest), file=sys.stderr)
     return 0
+
+
+def export_summary(args: argparse.Namespace, manifest: dict) -> str:
+    """The one line an export prints: rows written, where, since which export, where its manifest is."""
+    line = f"wrote {manifest['counts']['rows']} row(s) to {'stdout' if args.out == '-' else args.out}"
+    incremental = manifest.get("incremental")
+    if incremental is not None:
+        previous = incremental.get("previous")
+        line += f", new or changed since {previous['file']}" if previous else ", everything (no earlier export)"
+    where = manifest_location(args.out, args.manifest)
+    return f"{line}; manifest {where}" if where is not None else line
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
@@ -127,6 +141,25 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--label-threshold", type=float, default=None, help="rating format: label is rating >= this (default 4 of 5)"
+    )
+    p.add_argument(
+        "--manifest",
+        default=None,
+        metavar="PATH",
+        help=f"where to write the manifest (default: OUT{MANIFEST_SUFFIX}; none for --out - unless given)",
+    )
+    versions = p.add_mutually_exclusive_group()
+    versions.add_argument(
+        "--since-last",
+        action="store_true",
+        help="only annotations new or changed since the latest export of this project, format and options "
+        "whose manifest is in the same directory",
+    )
+    versions.add_argument(
+        "--cursor",
+        default=None,
+        metavar="FILE",
+        help="only annotations new or changed since the export that last wrote FILE; FILE is updated",
     )
     p.add_argument(
         "--url", default=None, help="Label Studio URL (default $LABEL_STUDIO_URL); key: $LABEL_STUDIO_API_KEY"

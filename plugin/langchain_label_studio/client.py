@@ -17,8 +17,6 @@ import httpx
 
 from .record import dumps
 
-DEFAULT_URL = "http://localhost:8080"
-
 
 class LabelStudioError(Exception):
     """Label Studio answered with an error, or could not be reached."""
@@ -182,15 +180,19 @@ class LabelStudioClient:
             page += 1
         return min(found, key=lambda p: p["id"]) if found else None
 
-    def create_project(self, title: str, label_config: str) -> dict[str, Any]:
-        return _object(
-            self._call(
-                "POST",
-                "/api/projects/",
-                f"creating project {title!r}",
-                json={"title": title, "label_config": label_config},
-            )
-        )
+    def create_project(self, title: str, label_config: str, **fields: Any) -> dict[str, Any]:
+        """Create a project; ``fields`` are other project fields (``description``, ``expert_instruction``...)."""
+        body = {**fields, "title": title, "label_config": label_config}
+        return _object(self._call("POST", "/api/projects/", f"creating project {title!r}", json=body))
+
+    def views(self, project_id: int) -> list[dict[str, Any]]:
+        """The project's Data Manager tabs."""
+        body = self._call("GET", "/api/dm/views/", "listing Data Manager tabs", params={"project": project_id}).json()
+        return [v for v in body if isinstance(v, dict)] if isinstance(body, list) else []
+
+    def create_view(self, view: dict[str, Any]) -> dict[str, Any]:
+        """Add a Data Manager tab (``{"project": id, "data": {...}}``)."""
+        return _object(self._call("POST", "/api/dm/views/", "adding a Data Manager tab", json=view))
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
         """Bulk-import tasks (with their predictions); returns the new task ids in order."""

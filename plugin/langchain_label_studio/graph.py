@@ -27,10 +27,10 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import merge_configs
 
 from .capture import CaptureContext, CaptureHandler, RunCancelled, current_handler
-from .langgraph_server import run_user
-from .middleware import ProjectLike, as_project
+from .identity import run_user
 from .pipeline import Pipeline, get_pipeline
-from .project import Project
+from .project import Project, ProjectLike, as_project
+from .prometheus import register as register_metrics
 from .record import CaptureRecord
 from .settings import Settings
 
@@ -170,6 +170,7 @@ def capture(
     """
     target = as_project(project)
     pipeline = get_pipeline(Settings.resolve(settings, "capture", **settings_options))
+    register_metrics()
     context = CaptureContext(project=target, route=f"graph:{_name(graph)}")
     if not _is_pregel(graph):  # not a compiled graph: one handler on every run
         return graph.with_config(callbacks=[GraphCaptureHandler(pipeline, context)])  # type: ignore[attr-defined,no-any-return]

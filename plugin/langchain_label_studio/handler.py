@@ -17,9 +17,10 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
 from .label_config import DEFAULT_CONFIGS, parse_layout
-from .messages import to_dialogue, to_dialogue_item
+from .messages import model_name, to_dialogue, to_dialogue_item
 from .pipeline import Pipeline, get_pipeline
 from .project import DEFAULT_PROJECT_NAME, Project
+from .prometheus import register as register_metrics
 from .record import CaptureRecord
 from .settings import Settings
 
@@ -35,16 +36,6 @@ def get_default_label_configs(mode: str | LabelStudioMode) -> tuple[str, LabelSt
     """The default label config of ``mode`` and the mode itself."""
     mode = LabelStudioMode(mode.value if isinstance(mode, LabelStudioMode) else mode)
     return DEFAULT_CONFIGS[mode.value], mode
-
-
-def model_name(serialized: dict[str, Any] | None, kwargs: dict[str, Any]) -> str | None:
-    """The model's name from a run's invocation params or metadata, where known."""
-    params = kwargs.get("invocation_params") or {}
-    metadata = kwargs.get("metadata") or {}
-    for value in (params.get("model_name"), params.get("model"), metadata.get("ls_model_name")):
-        if value:
-            return str(value)
-    return None
 
 
 class LabelStudioCallbackHandler(BaseCallbackHandler):
@@ -104,6 +95,7 @@ class LabelStudioCallbackHandler(BaseCallbackHandler):
         self.payload: dict[str, dict[str, Any]] = {}
         #: The outbox and delivery worker this handler feeds (shared per server).
         self.pipeline: Pipeline = get_pipeline(settings)
+        register_metrics()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every capture so far is in Label Studio. True if done in time."""

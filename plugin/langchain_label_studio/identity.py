@@ -11,6 +11,7 @@ session id by its user, so another user sending the same session id gets a task 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
 MAX_ID_CHARS = 256
@@ -36,3 +37,31 @@ def session_key(user_id: str | None, session_id: str | None) -> str | None:
     if user_id is None:
         return session_id
     return f"{user_id}\x1f{session_id}"
+
+
+#: Run ``configurable`` keys where LangGraph Server puts the authenticated user.
+_AUTH_USER_ID = "langgraph_auth_user_id"
+_AUTH_USER = "langgraph_auth_user"
+
+
+def run_user(configurable: Mapping[str, Any], user_header: str) -> str | None:
+    """The user of a LangGraph Server run: the authenticated user, else the ``user_header`` copy.
+
+    Without a custom auth handler the server's user is anonymous (an empty identity), so the
+    header the deployment copies into the run (``configurable_headers``) names the user.
+    """
+    user_id = configurable.get(_AUTH_USER_ID) or _identity(configurable.get(_AUTH_USER))
+    if not user_id:
+        user_id = configurable.get(user_header)
+    return str(user_id) if user_id else None
+
+
+def _identity(user: Any) -> Any:
+    if user is None:
+        return None
+    if isinstance(user, Mapping):
+        return user.get("identity")
+    try:
+        return getattr(user, "identity", None)
+    except NotImplementedError:
+        return None

@@ -16,47 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .pipeline import _live
+from .pipeline import live_pipelines
 
 #: How long the lifespan of :data:`app` waits, on shutdown, for captures to reach Label Studio.
 DRAIN_TIMEOUT_S = 10.0
-#: Run ``configurable`` keys where LangGraph Server puts the authenticated user.
-_AUTH_USER_ID = "langgraph_auth_user_id"
-_AUTH_USER = "langgraph_auth_user"
-
-
-def run_user(configurable: Mapping[str, Any], user_header: str) -> str | None:
-    """The user of a LangGraph Server run: the authenticated user, else the ``user_header`` copy.
-
-    Without a custom auth handler the server's user is anonymous (an empty identity), so the
-    header the deployment copies into the run (``configurable_headers``) names the user.
-    """
-    user_id = configurable.get(_AUTH_USER_ID) or _identity(configurable.get(_AUTH_USER))
-    if not user_id:
-        user_id = configurable.get(user_header)
-    return str(user_id) if user_id else None
-
-
-def _identity(user: Any) -> Any:
-    if user is None:
-        return None
-    if isinstance(user, Mapping):
-        return user.get("identity")
-    try:
-        return getattr(user, "identity", None)
-    except NotImplementedError:
-        return None
-
-
 def drain_all(timeout: float = DRAIN_TIMEOUT_S) -> bool:
     """Deliver everything captured in this process so far. True if it was done in ``timeout``."""
     deadline = time.monotonic() + timeout
     done = True
-    for pipeline in list(_live):
+    for pipeline in live_pipelines():
         done = pipeline.flush(max(0.0, deadline - time.monotonic())) and done
     return done
 

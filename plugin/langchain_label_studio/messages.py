@@ -86,3 +86,13 @@ def last_answer(messages: list[BaseMessage]) -> str | None:
         if role_of(message) == "user":
             return None
     return None
+
+
+def model_name(serialized: dict[str, Any] | None, kwargs: dict[str, Any]) -> str | None:
+    """The model's name from a run's invocation params or metadata, where known."""
+    params = kwargs.get("invocation_params") or {}
+    metadata = kwargs.get("metadata") or {}
+    for value in (params.get("model_name"), params.get("model"), metadata.get("ls_model_name")):
+        if value:
+            return str(value)
+    return None

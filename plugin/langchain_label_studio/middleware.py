@@ -51,7 +51,9 @@ from .feedback import (
 )
 from .identity import clean_id
 from .pipeline import Pipeline, get_pipeline
-from .project import Project
+from .project import Project, ProjectLike, as_project
+from .prometheus import metrics_text
+from .prometheus import register as register_metrics
 from .record import new_id
 from .sanitize import DEFAULT_MAX_CHARS
 from .settings import Settings
@@ -62,7 +64,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-ProjectLike = str | int | Project
 #: ``identify(scope)`` returns ``{"user_id": ..., "session_id": ...}`` (either may be missing).
 Identify = Callable[[Scope], Mapping[str, Any] | None]
 #: ``health_guard``: a bearer token, or ``guard(scope) -> bool`` (may be async).
@@ -76,17 +77,6 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MATCH_CACHE_SIZE = 256
 #: How long one computed health view (or metrics page) is served to every poller.
 HEALTH_CACHE_S = 1.0
-
-
-def as_project(value: ProjectLike) -> Project:
-    """A route's project: a name (prompt mode), an id, or a :class:`Project`."""
-    if isinstance(value, Project):
-        return value
-    if isinstance(value, bool):
-        raise TypeError("a project is a name, an id or a Project")
-    if isinstance(value, int):
-        return Project(id=value)
-    return Project(name=str(value))
 
 
 @dataclass(frozen=True)
@@ -181,6 +171,7 @@ class LabelStudioMiddleware:
             before_capture=before_capture,
         )
         self.pipeline: Pipeline = get_pipeline(settings)
+        register_metrics()
         prefixes = sorted(
             ((p.rstrip("/") or "/", as_project(v)) for p, v in (routes or {}).items()),
             key=lambda item: len(item[0]),
@@ -623,10 +614,9 @@ class _HealthView:
 def _metrics_text() -> bytes | None:
     """The Prometheus page, or None without ``prometheus_client``."""
     try:
-        from .prometheus import metrics_text
+        return metrics_text()
     except ImportError:
         return None
-    return metrics_text()
 
 
 def _bearer_matches(scope: Scope, expected: bytes) -> bool:

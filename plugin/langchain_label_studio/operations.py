@@ -13,7 +13,7 @@ from typing import Any
 from .client import AuthError, LabelStudioClient, LabelStudioError, is_personal_access_token
 from .label_config import check_mode, parse_layout
 from .outbox import Outbox, SQLiteOutbox
-from .project import Project
+from .project import Project, as_project
 from .settings import Settings
 
 
@@ -169,7 +169,7 @@ def load_app(target: str) -> Any:
 
 def projects_of_app(target: str) -> list[Project]:
     """The projects a ``module:attribute`` ASGI app maps its routes to (through the middleware)."""
-    from .middleware import LabelStudioMiddleware, as_project
+    from .middleware import LabelStudioMiddleware
 
     app = load_app(target)
     found: list[Project] = []

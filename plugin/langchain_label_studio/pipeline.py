@@ -309,10 +309,13 @@ def describe(exc: BaseException) -> str:
 
 
 _live: weakref.WeakSet[Pipeline] = weakref.WeakSet()
-try:  # Prometheus series for every pipeline, where prometheus_client is installed
-    from . import prometheus  # noqa: F401
-except ImportError:
-    pass
+
+
+def live_pipelines() -> list[Pipeline]:
+    """Every pipeline of this process that is still referenced (for metrics and draining)."""
+    return list(_live)
+
+
 _registry: dict[tuple[Any, ...], Pipeline] = {}
 _registry_lock = threading.Lock()
 

@@ -107,3 +107,18 @@ class Project:
         if self.comparison_of is not None:
             spec["comparison"] = True
         return spec
+
+
+#: What names a route's project: a name (prompt mode), an id, or a :class:`Project`.
+ProjectLike = str | int | Project
+
+
+def as_project(value: ProjectLike) -> Project:
+    """A route's project: a name (prompt mode), an id, or a :class:`Project`."""
+    if isinstance(value, Project):
+        return value
+    if isinstance(value, bool):
+        raise TypeError("a project is a name, an id or a Project")
+    if isinstance(value, int):
+        return Project(id=value)
+    return Project(name=str(value))

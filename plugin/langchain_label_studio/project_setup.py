@@ -95,15 +95,14 @@ def default_config(spec: dict[str, Any]) -> str:
 def create_project(client: LabelStudioClient, spec: dict[str, Any], label_config: str) -> dict[str, Any]:
     """Create the project of ``spec`` with its description and instructions (shown before labeling)."""
     kind = "comparison" if spec.get("comparison") else spec.get("mode", "prompt")
-    body = {
-        "title": spec["title"],
-        "label_config": label_config,
-        "description": spec.get("description") or DESCRIPTION.get(kind, ""),
-        "expert_instruction": spec.get("instructions") or INSTRUCTIONS.get(kind, ""),
-        "show_instruction": True,
-        "show_skip_button": True,
-    }
-    return client._call("POST", "/api/projects/", f"creating project {spec['title']!r}", json=body).json()
+    return client.create_project(
+        spec["title"],
+        label_config,
+        description=spec.get("description") or DESCRIPTION.get(kind, ""),
+        expert_instruction=spec.get("instructions") or INSTRUCTIONS.get(kind, ""),
+        show_instruction=True,
+        show_skip_button=True,
+    )
 
 
 def review_tab(project_id: int) -> dict[str, Any]:
@@ -129,11 +128,9 @@ def review_tab(project_id: int) -> dict[str, Any]:
 def ensure_review_tab(client: LabelStudioClient, project_id: int) -> bool:
     """Add the review tab to a project unless it has one; True when it was added."""
     try:
-        params = {"project": project_id}
-        views = client._call("GET", "/api/dm/views/", "listing Data Manager tabs", params=params).json()
-        if any((v.get("data") or {}).get("title") == REVIEW_TAB for v in views):
+        if any((v.get("data") or {}).get("title") == REVIEW_TAB for v in client.views(project_id)):
             return False
-        client._call("POST", "/api/dm/views/", "adding the review tab", json=review_tab(project_id))
+        client.create_view(review_tab(project_id))
         return True
     except LabelStudioError:
         return False  # a convenience: never a reason to hold captures back

@@ -1,17 +1,18 @@
 """The pipeline's counts in Prometheus format, when ``prometheus_client`` is installed.
 
-The collector registers itself with the default registry on import, so an app that
-already exposes ``/metrics`` gets ``langchain_label_studio_*`` series with no extra code;
-the middleware also serves ``{prefix}/metrics`` when ``health=True``.
+The middleware, ``capture()`` and the handler register the collector with the default
+registry when they are made (:func:`register`), so an app that already exposes ``/metrics``
+gets ``langchain_label_studio_*`` series with no extra code; the middleware also serves
+``{prefix}/metrics`` when ``health=True``. Importing this module registers nothing.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from .pipeline import live_pipelines
 
 _PREFIX = "langchain_label_studio"
 _COUNTERS = {
@@ -28,7 +29,7 @@ class PipelineCollector:
     """Collects the health of every live pipeline of this process."""
 
     def collect(self) -> Iterator[Any]:
-        from .pipeline import _live
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         gauges = {
             "pending": GaugeMetricFamily(f"{_PREFIX}_pending", "Records waiting for delivery", labels=["url"]),
@@ -45,7 +46,7 @@ class PipelineCollector:
             f"{_PREFIX}_skipped", "Captures not recorded, by reason", labels=["url", "reason"]
         )
         redactions = CounterMetricFamily(f"{_PREFIX}_redactions", "Redacted values, by rule", labels=["url", "rule"])
-        for pipeline in list(_live):
+        for pipeline in live_pipelines():
             health = pipeline.health()
             url = str(health["label_studio_url"])
             for name, family in gauges.items():
@@ -62,9 +63,27 @@ class PipelineCollector:
         yield redactions
 
 
-REGISTRY.register(PipelineCollector())
+_registered = False
+_lock = threading.Lock()
+
+
+def register() -> bool:
+    """Add the collector to the default registry, once; False without ``prometheus_client``."""
+    global _registered
+    try:
+        from prometheus_client import REGISTRY
+    except ImportError:
+        return False
+    with _lock:
+        if not _registered:
+            REGISTRY.register(PipelineCollector())
+            _registered = True
+    return True
 
 
 def metrics_text() -> bytes:
-    """Everything in the default registry, in Prometheus text format."""
-    return generate_latest(REGISTRY)
+    """Everything in the default registry, in Prometheus text format (ImportError without it)."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    register()
+    return bytes(generate_latest(REGISTRY))

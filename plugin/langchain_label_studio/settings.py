@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .client import DEFAULT_URL
+#: Where Label Studio is when ``LABEL_STUDIO_URL`` is unset.
+DEFAULT_URL = "http://localhost:8080"
+
 
 OFF = {"off", "0", "false", "no"}
 DEFAULT_OUTBOX_SCHEMA = "label_studio"
