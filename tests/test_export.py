@@ -224,7 +224,7 @@ def test_chat_export_all_formats(label_studio, admin, annotated_chats, tmp_path)
         cli_out = tmp_path / f"cli-{fmt}.jsonl"
         proc = cli(label_studio, "--project", CHATS, "--format", fmt, "--out", str(cli_out), "--user", user)
         assert proc.returncode == 0, proc.stderr
-        assert proc.stderr == f"wrote {len(expected)} row(s) to {cli_out}\n"
+        assert proc.stderr == f"wrote {len(expected)} row(s) to {cli_out}; manifest {cli_out}.manifest.json\n"
         assert cli_out.read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
 
     proc = cli(label_studio, "--project", CHATS, "--format", "rating", "--out", "-", "--user", user)

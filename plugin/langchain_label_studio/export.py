@@ -15,21 +15,24 @@ and ``route`` to trace it back to Label Studio.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from . import version
 from .client import LabelStudioClient
 from .label_config import Layout, parse_layout
 from .settings import Settings
 from .task import split_turns
+from .urls import public_url
 
 Format = Literal["sft", "preference", "rating"]
 Policy = Literal["latest", "first", "best"]
@@ -404,8 +407,60 @@ def export(
     label_threshold: float | None = None,
     page_size: int = 100,
     progress: bool | None = None,
+    manifest: str | os.PathLike[str] | bool | None = None,
+    since_last: bool = False,
+    cursor: str | os.PathLike[str] | None = None,
 ) -> int:
     """Write the annotated tasks of ``project`` (a title or an id) as JSONL rows of ``fmt``; returns the row count.
+
+    The same as :func:`export_dataset`, which returns the whole manifest.
+    """
+    return int(
+        export_dataset(
+            project,
+            fmt,
+            out,
+            url=url,
+            api_key=api_key,
+            client=client,
+            min_rating=min_rating,
+            since=since,
+            until=until,
+            route=route,
+            user=user,
+            policy=policy,
+            label_threshold=label_threshold,
+            page_size=page_size,
+            progress=progress,
+            manifest=manifest,
+            since_last=since_last,
+            cursor=cursor,
+        )["counts"]["rows"]
+    )
+
+
+def export_dataset(
+    project: str | int,
+    fmt: Format,
+    out: str | os.PathLike[str] | IO[str],
+    *,
+    url: str | None = None,
+    api_key: str | None = None,
+    client: LabelStudioClient | None = None,
+    min_rating: float | None = None,
+    since: str | datetime | None = None,
+    until: str | datetime | None = None,
+    route: str | None = None,
+    user: str | None = None,
+    policy: Policy = "latest",
+    label_threshold: float | None = None,
+    page_size: int = 100,
+    progress: bool | None = None,
+    manifest: str | os.PathLike[str] | bool | None = None,
+    since_last: bool = False,
+    cursor: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Write the annotated tasks of ``project`` (a title or an id) as JSONL rows of ``fmt``; returns the manifest.
 
     ``out`` is a path (written whole or not at all), ``"-"`` for stdout, or an open text file.
     The server is ``url``/``api_key`` (default ``LABEL_STUDIO_URL``/``LABEL_STUDIO_API_KEY``)
@@ -423,13 +478,25 @@ def export(
     are left out. In the ``rating`` format ``label`` is ``rating >= label_threshold``, by default
     80% of the Rating's maximum (4 of 5). ``progress`` (default: when stderr is a terminal) shows
     a progress line on stderr.
+
+    The manifest (options, counts, the file's sha256, the cursor) is written to ``manifest``, by
+    default ``<out>.manifest.json`` beside a path and nowhere for stdout or an open file
+    (``False``: nowhere). ``since_last`` exports only tasks whose annotation is new or changed
+    since the latest other export of the same project, format and options whose manifest lies in
+    the manifest's directory; ``cursor`` names a file that holds the cursor instead (read when it
+    exists, written after the export). Without an earlier export, everything is exported.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
+    if since_last and cursor is not None:
+        raise ValueError("give either since_last or a cursor file, not both")
     start = parse_time(since) if since is not None else None
     end = parse_time(until) if until is not None else None
+    manifest_path = manifest_location(out, manifest)
+    if since_last and manifest_path is None:
+        raise ValueError("--since-last looks for earlier exports beside the manifest: give --manifest PATH")
     owned = client is None
     if client is None:
         settings = Settings(url=url, api_key=api_key)
@@ -438,49 +505,359 @@ def export(
         info = _resolve_project(client, project)
         config = _config(info.get("label_config") or client.get_project(info["id"])["label_config"])
         threshold = label_threshold if label_threshold is not None else round(0.8 * config.max_rating)
+        filters = {
+            "min_rating": min_rating,
+            "since": start.isoformat() if start else None,
+            "until": end.isoformat() if end else None,
+            "route": route,
+            "user": user,
+        }
+        series = {
+            "label_studio_url": public_url(client.url),
+            "project": {"id": info["id"], "title": info.get("title")},
+            "format": fmt,
+            "filters": filters,
+            "policy": policy,
+            "label_threshold": _number(threshold),
+        }
+        if cursor is not None:
+            previous, earlier = _read_cursor_file(Path(cursor), series)
+        elif since_last:
+            assert manifest_path is not None
+            previous, earlier = _previous_export(manifest_path, series)
+        else:
+            previous, earlier = None, None
+        run = _Run(config, fmt, policy, min_rating, threshold, previous)
         where = {k: v for k, v in (("route", route), ("user_id", user)) if v is not None}
-
-        def rows() -> Iterator[dict[str, Any]]:
-            bar = _Progress(sys.stderr.isatty() if progress is None else progress)
-            seen = written = 0
-            try:
-                for task in _tasks(client, info["id"], where, page_size):
-                    seen += 1
-                    if seen % page_size == 0:
-                        bar.show(seen, written)
-                    data = task.get("data") or {}
-                    if any(data.get(k) != v for k, v in where.items()):
-                        continue
-                    if start is not None or end is not None:
-                        try:
-                            when = parse_time(data.get("captured_at") or "")
-                        except (TypeError, ValueError):
-                            continue
-                        if (start is not None and when < start) or (end is not None and when >= end):
-                            continue
-                    for row in build_rows(
-                        task, fmt, policy=policy, min_rating=min_rating, label_threshold=threshold, config=config
-                    ):
-                        written += 1
-                        yield row
-                bar.show(seen, written)
-            finally:
-                bar.done()
-
-        return _write(rows(), out)
+        tasks = _tasks(client, info["id"], where, page_size)
+        bar = _Progress(sys.stderr.isatty() if progress is None else progress)
+        written = _write(run.rows(tasks, where, start, end, bar, page_size), out)
+        doc = _manifest(series, run, written, out, incremental=since_last or cursor is not None, previous=earlier)
+        if manifest_path is not None:
+            _write_json(manifest_path, doc)
+        if cursor is not None:
+            _write_json(Path(cursor), _cursor_file(doc))
+        return doc
     finally:
         if owned:
             client.close()
 
 
-def _write(rows: Iterator[dict[str, Any]], out: str | os.PathLike[str] | IO[str]) -> int:
-    def dump(fh: IO[str]) -> int:
-        count = 0
+# -- versions: the manifest and the cursor -----------------------------------------------------
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_KIND = "langchain-label-studio export"
+CURSOR_KIND = "langchain-label-studio export cursor"
+#: What an incremental export's rows mean for the rows of earlier exports of its series.
+SUPERSEDES = (
+    "Only tasks whose annotation is new or changed since the previous export are here. A row may "
+    "supersede a row of an earlier export: same annotation_id (the annotation changed since), or "
+    "same task_id (the task is now exported from another annotation). For the current state, keep "
+    "each task's rows from the latest export that has the task."
+)
+#: Why tasks and annotations read were not exported (the keys of ``counts.skipped``).
+SKIPPED = {
+    "cancelled_annotations": "annotations the annotator skipped: never exported",
+    "tasks_not_matching_filters": "captured_at outside --since/--until, or another route or user",
+    "tasks_without_annotation": "tasks whose annotations were all skipped or empty",
+    "tasks_without_row": "no row in this format: answer not edited (preference), not rated (rating), "
+    "or rated below --min-rating",
+    "tasks_unchanged": "annotation unchanged since the previous export (--since-last, --cursor)",
+}
+
+
+def manifest_location(
+    out: str | os.PathLike[str] | IO[str], manifest: str | os.PathLike[str] | bool | None = None
+) -> Path | None:
+    """Where an export's manifest goes: ``manifest``, else beside a file ``out``; None for none."""
+    if manifest is False:
+        return None
+    if manifest is not None and manifest is not True:
+        return Path(manifest)
+    if isinstance(out, (str, os.PathLike)) and str(out) != "-":
+        return Path(f"{os.fspath(out)}{MANIFEST_SUFFIX}")
+    return None
+
+
+def _updated(annotation: dict[str, Any]) -> str:
+    return str(annotation.get("updated_at") or annotation.get("created_at") or "")
+
+
+def _when(value: str) -> datetime:
+    try:
+        return parse_time(value)
+    except (TypeError, ValueError):
+        return datetime.min.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class Cursor:
+    """The annotations an export series has read: each one's ``updated_at`` by id.
+
+    An annotation is new or changed when its id was not read before or its ``updated_at`` differs.
+    Keeping every id (not only the latest ``updated_at``) also catches an annotation saved while
+    an export read later pages.
+    """
+
+    seen: dict[str, str] = field(default_factory=dict)
+
+    def changed(self, annotation: dict[str, Any]) -> bool:
+        return self.seen.get(str(annotation.get("id"))) != _updated(annotation)
+
+    def add(self, annotation: dict[str, Any]) -> None:
+        if annotation.get("id") is not None:
+            self.seen[str(annotation["id"])] = _updated(annotation)
+
+    def high_water(self) -> str | None:
+        """The latest ``updated_at`` read."""
+        return max(self.seen.values(), key=_when) if self.seen else None
+
+    def to_json(self) -> dict[str, Any]:
+        ordered = sorted(self.seen.items(), key=lambda kv: (len(kv[0]), kv[0]))
+        return {"updated_at": self.high_water(), "annotations": dict(ordered)}
+
+    @classmethod
+    def from_json(cls, doc: Any, where: str) -> Cursor:
+        seen = doc.get("annotations") if isinstance(doc, dict) else None
+        if not isinstance(seen, dict) or not all(isinstance(v, str) for v in seen.values()):
+            raise ValueError(f"{where} holds no export cursor")
+        return cls(dict(seen))
+
+
+def _differences(series: dict[str, Any], doc: dict[str, Any]) -> dict[str, str]:
+    """The options (project, format, filters...) in which an earlier export ``doc`` differs from ``series``."""
+    diff = {}
+    for key, value in series.items():
+        theirs = doc.get(key)
+        if key == "project":  # the same project, even renamed
+            value = value.get("id")
+            theirs = theirs.get("id") if isinstance(theirs, dict) else None
+        if theirs != value:
+            diff[key] = f"{key} {json.dumps(theirs)} (now {json.dumps(value)})"
+    return diff
+
+
+#: What makes two exports versions of one dataset at all; the other options must match as well.
+_LINEAGE = ("label_studio_url", "project", "format")
+
+
+def _load(path: Path, kind: str) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("kind") == kind else None
+
+
+def _previous_export(manifest_path: Path, series: dict[str, Any]) -> tuple[Cursor | None, dict[str, Any] | None]:
+    """The cursor of the latest export of ``series`` whose manifest lies beside ``manifest_path``
+    (that one excluded: rewriting a version is no new version), with a reference to it."""
+    folder = manifest_path.parent
+    target = manifest_path.resolve()
+    same_dataset: list[tuple[Path, dict[str, Any]]] = []
+    for path in sorted(folder.glob(f"*{MANIFEST_SUFFIX}")):
+        doc = _load(path, MANIFEST_KIND)
+        if doc is None or path.resolve() == target:
+            continue
+        if not _differences(series, doc).keys() & set(_LINEAGE):
+            same_dataset.append((path, doc))
+    matching = [(p, d) for p, d in same_dataset if not _differences(series, d)]
+    if not matching:
+        if same_dataset:
+            path, doc = max(same_dataset, key=lambda pd: _when(str(pd[1].get("created_at"))))
+            raise ValueError(
+                f"the latest export of this project and format beside it ({path.name}) used other options: "
+                f"{'; '.join(_differences(series, doc).values())}; export with the same options, "
+                "or start another series (without --since-last, or with --cursor FILE)"
+            )
+        return None, None
+    path, doc = max(matching, key=lambda pd: (_when(str(pd[1].get("created_at"))), pd[0].name))
+    return Cursor.from_json(doc.get("cursor"), str(path)), {"manifest": path.name, **_reference(doc)}
+
+
+def _read_cursor_file(path: Path, series: dict[str, Any]) -> tuple[Cursor | None, dict[str, Any] | None]:
+    """The cursor kept in ``path`` (None when there is no file yet), with a reference to its export."""
+    if not path.exists():
+        return None, None
+    doc = _load(path, CURSOR_KIND)
+    if doc is None:
+        raise ValueError(f"{path} is no export cursor file")
+    diff = _differences(series, doc)
+    if diff:
+        raise ValueError(f"the cursor {path} belongs to an export with other options: {'; '.join(diff.values())}")
+    return Cursor.from_json(doc.get("cursor"), str(path)), {"cursor_file": str(path), **_reference(doc)}
+
+
+def _reference(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"file": doc.get("file"), "sha256": doc.get("sha256"), "created_at": doc.get("created_at")}
+
+
+def _cursor_file(manifest: dict[str, Any]) -> dict[str, Any]:
+    keep = ("label_studio_url", "project", "format", "filters", "policy", "label_threshold")
+    keep += ("file", "sha256", "created_at", "cursor")
+    return {"kind": CURSOR_KIND, **{k: manifest[k] for k in keep}}
+
+
+@dataclass
+class _Written:
+    rows: int
+    sha256: str
+    bytes: int
+
+
+def _manifest(
+    series: dict[str, Any],
+    run: _Run,
+    written: _Written,
+    out: str | os.PathLike[str] | IO[str],
+    *,
+    incremental: bool,
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    if isinstance(out, (str, os.PathLike)):
+        name = "-" if str(out) == "-" else Path(out).name
+    else:
+        name = getattr(out, "name", None)
+    doc: dict[str, Any] = {
+        "kind": MANIFEST_KIND,
+        "manifest_version": 1,
+        "file": name,
+        "sha256": written.sha256,
+        "bytes": written.bytes,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "plugin_version": version.__version__,
+        **series,
+        "counts": run.counts(written.rows),
+        "incremental": None,
+        "cursor": run.cursor.to_json(),
+    }
+    if incremental:
+        doc["incremental"] = {"previous": previous, "supersedes": SUPERSEDES}
+    return doc
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` to ``path`` whole or not at all."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# -- the export run ---------------------------------------------------------------------------
+class _Run:
+    """One pass over a project's tasks: their rows, what was left out and why, the new cursor."""
+
+    def __init__(
+        self,
+        config: _Config,
+        fmt: Format,
+        policy: Policy,
+        min_rating: float | None,
+        threshold: float,
+        previous: Cursor | None,
+    ) -> None:
+        self.config, self.fmt, self.policy = config, fmt, policy
+        self.min_rating, self.threshold = min_rating, threshold
+        self.previous = previous
+        self.cursor = Cursor(dict(previous.seen) if previous else {})
+        self.tasks_read = self.tasks_exported = self.annotations_read = 0
+        self.annotations_exported: set[Any] = set()
+        self.skipped = dict.fromkeys(SKIPPED, 0)
+
+    def rows(
+        self,
+        tasks: Iterator[dict[str, Any]],
+        where: dict[str, Any],
+        start: datetime | None,
+        end: datetime | None,
+        bar: _Progress,
+        page_size: int,
+    ) -> Iterator[dict[str, Any]]:
+        written = 0
+        try:
+            for task in tasks:
+                if self.tasks_read and self.tasks_read % page_size == 0:
+                    bar.show(self.tasks_read, written)
+                for row in self.task_rows(task, where, start, end):
+                    written += 1
+                    yield row
+            bar.show(self.tasks_read, written)
+        finally:
+            bar.done()
+
+    def task_rows(
+        self, task: dict[str, Any], where: dict[str, Any], start: datetime | None, end: datetime | None
+    ) -> list[dict[str, Any]]:
+        """The rows of one task, counting it in (and its annotations into the cursor)."""
+        self.tasks_read += 1
+        annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+        self.annotations_read += len(annotations)
+        self.skipped["cancelled_annotations"] += sum(1 for a in annotations if a.get("was_cancelled"))
+        for annotation in annotations:
+            self.cursor.add(annotation)
+        if not _matches(task.get("data") or {}, where, start, end):
+            self.skipped["tasks_not_matching_filters"] += 1
+            return []
+        rating_name = None if self.config.pairwise_name is not None else self.config.rating_name
+        chosen = choose(annotations, self.policy, rating_name)
+        if chosen is None:
+            self.skipped["tasks_without_annotation"] += 1
+            return []
+        if self.previous is not None and not self.previous.changed(chosen):
+            self.skipped["tasks_unchanged"] += 1
+            return []
+        rows = build_rows(
+            task,
+            self.fmt,
+            policy=self.policy,
+            min_rating=self.min_rating,
+            label_threshold=self.threshold,
+            config=self.config,
+        )
+        if not rows:
+            self.skipped["tasks_without_row"] += 1
+            return []
+        self.tasks_exported += 1
+        self.annotations_exported.update(r["annotation_id"] for r in rows)
+        return rows
+
+    def counts(self, rows: int) -> dict[str, Any]:
+        return {
+            "rows": rows,
+            "tasks": {"read": self.tasks_read, "exported": self.tasks_exported},
+            "annotations": {"read": self.annotations_read, "exported": len(self.annotations_exported)},
+            "skipped": dict(self.skipped),
+            "skipped_reasons": dict(SKIPPED),
+        }
+
+
+def _matches(data: dict[str, Any], where: dict[str, Any], start: datetime | None, end: datetime | None) -> bool:
+    """Whether a task's data passes the route/user filters and the ``captured_at`` range."""
+    if any(data.get(k) != v for k, v in where.items()):
+        return False
+    if start is None and end is None:
+        return True
+    try:
+        when = parse_time(data.get("captured_at") or "")
+    except (TypeError, ValueError):
+        return False
+    return (start is None or when >= start) and (end is None or when < end)
+
+
+def _write(rows: Iterator[dict[str, Any]], out: str | os.PathLike[str] | IO[str]) -> _Written:
+    def dump(fh: IO[str]) -> _Written:
+        digest, count, size = hashlib.sha256(), 0, 0
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+            line = json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
+            data = line.encode("utf-8")
+            digest.update(data)
+            size += len(data)
+            fh.write(line)
             count += 1
         fh.flush()
-        return count
+        return _Written(count, digest.hexdigest(), size)
 
     if not isinstance(out, (str, os.PathLike)):
         return dump(out)
@@ -489,9 +866,9 @@ def _write(rows: Iterator[dict[str, Any]], out: str | os.PathLike[str] | IO[str]
     path = Path(out)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            count = dump(fh)
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            written = dump(fh)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return count
+    return written
