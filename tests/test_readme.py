@@ -17,6 +17,7 @@ neither fails :func:`test_every_block_is_run_or_listed`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -54,6 +55,7 @@ RUN = {
     "from langchain_label_studio import Project, capture": "test_capture_block",
     "from langchain_core.language_models.fake import FakeListLLM": "test_callback_handler_block",
     "from langgraph_sdk import get_sync_client": "test_langgraph_sdk_block (langgraph dev of the example app)",
+    "from langchain_core.language_models.fake_chat_models import FakeListChatModel": "test_challenger_block",
     "langchain-label-studio local up": "test_local_block",
     'langchain-label-studio export --project "Support chats" --format sft --out sft.jsonl': "test_export_blocks",
     "from langchain_label_studio.export import export": "test_export_blocks",
@@ -201,8 +203,16 @@ def quick_start(label_studio: local.LocalServer, tmp_path_factory: pytest.TempPa
     )
     assert serve.startswith("uvicorn app:app"), serve
     env = shell_env(label_studio, folder / "state", LABEL_STUDIO_FEEDBACK_SECRET=FEEDBACK_SECRET)
+    with served(folder, serve, env, port) as base:
+        yield QuickStart(folder, base, env, curls)
+
+
+@contextlib.contextmanager
+def served(folder: Path, command: str, env: dict[str, str], port: int) -> Iterator[str]:
+    """Run ``command`` (a uvicorn line serving the Quick start's routes on ``port``) in
+    ``folder`` until the app answers; yields its URL, then stops it with SIGTERM."""
     with open(folder / "uvicorn.log", "wb") as log:
-        proc = subprocess.Popen(["bash", "-c", f"exec {serve}"], cwd=folder, env=env, stdout=log, stderr=log)
+        proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=folder, env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -214,7 +224,7 @@ def quick_start(label_studio: local.LocalServer, tmp_path_factory: pytest.TempPa
         assert proc.poll() is None and time.monotonic() < deadline, (folder / "uvicorn.log").read_text()[-3000:]
         time.sleep(0.2)
     try:
-        yield QuickStart(folder, base, env, curls)
+        yield base
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -261,6 +271,38 @@ def test_feedback_block(quick_start: QuickStart, admin: LabelStudioClient):
     assert task["data"]["user_id"] == user
     assert task["data"]["feedback_score"] == 1 and task["data"]["feedback_count"] == 1
     assert "Spot on" in json.dumps(task["data"]["feedback"])
+
+
+def test_challenger_block(label_studio: local.LocalServer, admin: LabelStudioClient, tmp_path: Path):
+    """The block's projects on the Quick start's routes (its last line, the middleware, mapping
+    them instead), their ``challenger_rate`` raised to 1 so that one request of each makes a
+    comparison: both answers land side by side in "Jokes (A/B)" and "Support chats (A/B)"."""
+    app = block("import uuid").text
+    plugin_line = app.rstrip().splitlines()[-1]
+    assert plugin_line.startswith("app.add_middleware(LabelStudioMiddleware"), plugin_line
+    wiring = """
+import dataclasses
+always = {"challenger_rate": 1.0}
+routes = {"/joke": dataclasses.replace(jokes, **always), "/chat": dataclasses.replace(chats, **always)}
+app.add_middleware(LabelStudioMiddleware, routes=routes)
+"""
+    challenger = block("from langchain_core.language_models.fake_chat_models import FakeListChatModel").text
+    (tmp_path / "app.py").write_text(app.replace(plugin_line, "") + challenger + wiring)
+    port, user, since = free_port(), f"ab-{uuid.uuid4().hex[:8]}", time.time()
+    with served(tmp_path, f"uvicorn app:app --port {port}", shell_env(label_studio, tmp_path / "state"), port) as base:
+        headers = {"X-User-ID": user, "X-Session-ID": f"s-{user}"}
+        joke = httpx.post(f"{base}/joke/invoke", json={"input": {"topic": "ducks"}}, headers=headers)
+        hi = {"input": {"messages": [{"type": "human", "content": "Hi"}]}}
+        chat = httpx.post(f"{base}/chat/invoke", json=hi, headers=headers)
+        assert joke.status_code == chat.status_code == 200
+        for title, answer in (
+            ("Jokes", joke.json()["output"]),
+            ("Support chats", chat.json()["output"]["messages"][-1]["content"]),
+        ):
+            [task] = wait_for(new_tasks(admin, f"{title} (A/B)", since, user_id=user), f"the {title} comparison")
+            data = task["data"]
+            sides = {data["left_source"]: data["answer_left"], data["right_source"]: data["answer_right"]}
+            assert sides == {"model": answer, "challenger": "A second opinion."}
 
 
 # -- the other Python blocks -----------------------------------------------------------------------
