@@ -631,7 +631,12 @@ def _differences(series: dict[str, Any], doc: dict[str, Any]) -> dict[str, str]:
         if key == "project":  # the same project, even renamed
             value = value.get("id")
             theirs = theirs.get("id") if isinstance(theirs, dict) else None
-        if theirs != value:
+        if theirs == value:
+            continue
+        if key == "filters" and isinstance(theirs, dict):
+            changed = [f for f in value if theirs.get(f) != value[f]] + [f for f in theirs if f not in value]
+            diff[key] = ", ".join(f"{f} {json.dumps(theirs.get(f))} (now {json.dumps(value.get(f))})" for f in changed)
+        else:
             diff[key] = f"{key} {json.dumps(theirs)} (now {json.dumps(value)})"
     return diff
 
