@@ -17,7 +17,7 @@ from test_export import CHATS, annotate, annotator, assistant, chat, cli, lines 
 
 import langchain_label_studio
 from langchain_label_studio import LabelStudioCallbackHandler
-from langchain_label_studio.export import SUPERSEDES, export_dataset
+from langchain_label_studio.export import SUPERSEDES, Cursor, export_dataset, manifest_location
 from langchain_label_studio.urls import public_url
 
 QUESTIONS = {"France": "Capital of France?", "Sum": "2 + 2?", "Sky": "Colour of the sky?", "Owls": "Owls?"}
@@ -229,6 +229,32 @@ def test_stdout_manifest_and_cursor_file(label_studio, admin, questions, tmp_pat
     assert proc.returncode == 2 and "not allowed with argument" in proc.stderr
 
 
+def test_cursor_compares_each_annotation():
+    """An annotation saved while an export read later pages has an ``updated_at`` below the
+    high-water mark and is still new to the cursor; one saved again is changed."""
+    read = [{"id": 1, "updated_at": "2026-12-01T10:00:00Z"}, {"id": 3, "updated_at": "2026-12-01T10:05:00Z"}]
+    cursor = Cursor()
+    for annotation in read:
+        cursor.add(annotation)
+    assert cursor.to_json() == {
+        "updated_at": "2026-12-01T10:05:00Z",
+        "annotations": {"1": "2026-12-01T10:00:00Z", "3": "2026-12-01T10:05:00Z"},
+    }
+    assert not any(cursor.changed(a) for a in read)
+    assert cursor.changed({"id": 2, "updated_at": "2026-12-01T10:01:00Z"})
+    assert cursor.changed({"id": 1, "updated_at": "2026-12-02T09:00:00Z"})
+    assert Cursor.from_json(cursor.to_json(), "x").seen == cursor.seen
+    with pytest.raises(ValueError, match="x holds no export cursor"):
+        Cursor.from_json({"annotations": [1]}, "x")
+
+
+def test_manifest_location():
+    assert manifest_location("data/sft.jsonl") == Path("data/sft.jsonl.manifest.json")
+    assert manifest_location("data/sft.jsonl", "m.json") == Path("m.json")
+    assert manifest_location("data/sft.jsonl", False) is None
+    assert manifest_location("-") is None and manifest_location("-", "m.json") == Path("m.json")
+
+
 # -- Hugging Face datasets ---------------------------------------------------------------------
 @pytest.fixture
 def varied_chats(admin, example_app, annotator):  # noqa: F811 (the fixture imported above)
@@ -269,6 +295,7 @@ def test_exports_load_with_datasets(label_studio, varied_chats, tmp_path, monkey
     have a role and content, ``label`` a bool. Loaded again with Arrow's own type inference (as
     ``datasets`` < 5 does), no column has values of two types."""
     import datasets
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cache = str(tmp_path / "hf")
     columns = {"sft": ["messages"], "preference": ["prompt", "chosen", "rejected"], "rating": ["prompt", "completion"]}

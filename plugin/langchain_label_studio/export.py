@@ -11,6 +11,11 @@ Formats (one JSON object a line):
 
 Every row also carries ``task_id``, ``annotation_id``, ``capture_id``, ``session_id``, ``user_id``
 and ``route`` to trace it back to Label Studio.
+
+Each export of a file writes a manifest beside it (``<out>.manifest.json``): the options, counts,
+the file's sha256 and a cursor (every annotation read, with its ``updated_at``), from which the next
+export of the same project, format and options (``since_last``, or a ``cursor`` file) writes only
+the annotations new or changed since: datasets in versions.
 """
 
 from __future__ import annotations
@@ -276,7 +281,7 @@ def _turn_rows(
         box_name, rating_name = config.turn_names(i)
         box = _text(result, box_name)
         rating = _rating(result, rating_name)
-        corrected = bool(box and box.strip()) and box.strip() != original.strip()
+        corrected = box is not None and bool(box.strip()) and box.strip() != original.strip()
         answer = box if corrected and box else original
         if not (corrected or rating is not None) or not answer.strip():
             continue
@@ -329,6 +334,8 @@ def _comparison_rows(task: dict[str, Any], fmt: Format, policy: Policy, config: 
     sides = {"left": data.get("answer_left"), "right": data.get("answer_right")}
     sources = {"left": data.get("left_source"), "right": data.get("right_source")}
     written = _text(result, config.answer_name)
+    chosen: Any
+    chosen_source: Any
     if written and written.strip():
         rejected_side = picked if picked in sides else "left"
         chosen, chosen_source = written, "annotator"
@@ -697,8 +704,7 @@ def _reference(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cursor_file(manifest: dict[str, Any]) -> dict[str, Any]:
-    keep = ("label_studio_url", "project", "format", "filters", "policy", "label_threshold")
-    keep += ("file", "sha256", "created_at", "cursor")
+    keep = _LINEAGE + ("filters", "policy", "label_threshold", "file", "sha256", "created_at", "cursor")
     return {"kind": CURSOR_KIND, **{k: manifest[k] for k in keep}}
 
 
@@ -718,10 +724,9 @@ def _manifest(
     incremental: bool,
     previous: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    name: str | None = getattr(out, "name", None)
     if isinstance(out, (str, os.PathLike)):
         name = "-" if str(out) == "-" else Path(out).name
-    else:
-        name = getattr(out, "name", None)
     doc: dict[str, Any] = {
         "kind": MANIFEST_KIND,
         "manifest_version": 1,
