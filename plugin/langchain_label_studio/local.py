@@ -11,7 +11,6 @@ PostgreSQL database (``up(database="postgresql://...")``), as production servers
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -26,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from .state_dir import open_private, private_dir
+from .state_dir import lock_file, open_private, private_dir
 
 LABEL_STUDIO_VERSION = "1.23.2"
 DEFAULT_PORT = 8080
@@ -202,7 +201,7 @@ def _file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` (a private file in a private directory, never a symlink)."""
     fd = open_private(private_dir(path.parent) / path.name)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock_file(fd)
         yield
     finally:
         os.close(fd)  # releases the lock

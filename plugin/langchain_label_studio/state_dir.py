@@ -119,3 +119,19 @@ def _checked(path: Path, fd: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def lock_file(fd: int) -> None:
+    """Take an exclusive lock on an open file, waiting for it; closing the file releases it.
+
+    ``fcntl`` is imported here, not at module level, so the package imports on platforms
+    without it; only a process that needs the lock there fails, with a message that says why.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        raise RuntimeError(
+            "this needs POSIX file locks (fcntl), which this platform lacks; "
+            "for captures, use a PostgreSQL outbox (LABEL_STUDIO_OUTBOX_URL) here"
+        ) from None
+    fcntl.flock(fd, fcntl.LOCK_EX)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..gil import step_aside
 from ..record import FEEDBACK_QUEUE, CaptureRecord
-from ..state_dir import open_private, private_dir
+from ..state_dir import lock_file, open_private, private_dir
 from .base import Claimed, OutboxStats, SchemaTooNew, SessionTask, within_cap
 
 #: The tables of schema version 1, as 0.1.0 made them (it kept no version: ``user_version`` 0).
@@ -132,22 +132,6 @@ def _lease_alive(owner: str | None) -> bool:
     except (PermissionError, ValueError):
         return True
     return True
-
-
-def lock_file(fd: int) -> None:
-    """Take an exclusive lock on an open file, waiting for it; closing the file releases it.
-
-    ``fcntl`` is imported here, not at module level, so the package imports on platforms
-    without it; only a process that needs the lock there fails, with a message that says why.
-    """
-    try:
-        import fcntl
-    except ImportError:
-        raise RuntimeError(
-            "the SQLite outbox needs POSIX file locks (fcntl), which this platform lacks: "
-            "use a PostgreSQL outbox (LABEL_STUDIO_OUTBOX_URL) here"
-        ) from None
-    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def _placeholders(n: int) -> str:
