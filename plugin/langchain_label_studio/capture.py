@@ -109,7 +109,8 @@ class CaptureHandler(BaseCallbackHandler):
         if parent_run_id is not None:
             # A parent this handler never heard of (a tool: LangChain sends tool events only to
             # handlers that take agent events) still runs inside its root's context.
-            root_id = self._root_of.get(parent_run_id) or self._root_of.get(_current_root.get())
+            current = _current_root.get()
+            root_id = self._root_of.get(parent_run_id) or (self._root_of.get(current) if current else None)
         if root_id is None:
             root = self._roots[run_id] = _Root(
                 metadata=dict(kwargs.get("metadata") or {}), tags=list(kwargs.get("tags") or [])

@@ -214,9 +214,10 @@ class Delivery:
             project = found
         else:
             with self.outbox.lock("projects"):  # processes sharing the outbox create a project once
-                project = self.client.find_project(spec["title"])
-                if project is None:
-                    project = create_project(self.client, spec, spec.get("label_config") or default_config(spec))
+                existing = self.client.find_project(spec["title"])
+                if existing is None:
+                    existing = create_project(self.client, spec, spec.get("label_config") or default_config(spec))
+                project = existing
         label = project.get("label_config") or ""
         name = f"project {project.get('title', '')!r} (id {project['id']})"
         try:
