@@ -17,7 +17,7 @@ from test_export import CHATS, annotate, annotator, assistant, chat, cli, lines 
 
 import langchain_label_studio
 from langchain_label_studio import LabelStudioCallbackHandler
-from langchain_label_studio.export import SUPERSEDES, Cursor, export_dataset, manifest_location
+from langchain_label_studio.export import SUPERSEDES, Cursor, export_dataset, manifest_location, merge_versions
 from langchain_label_studio.urls import public_url
 
 QUESTIONS = {"France": "Capital of France?", "Sum": "2 + 2?", "Sky": "Colour of the sky?", "Owls": "Owls?"}
@@ -146,6 +146,12 @@ def test_manifest_then_since_last(label_studio, admin, questions, tmp_path):
     assert set(m2["cursor"]["annotations"]) == set(cursor) | {str(a_owls)}
     assert m2["cursor"]["annotations"][str(a_sum)] > cursor[str(a_sum)]
     assert m2["cursor"]["updated_at"] > m1["cursor"]["updated_at"]
+    assert merge_versions([first, second]) == [  # the changed annotation's row supersedes its first one
+        sft_row(france, a_france, "Paris is the capital of France."),
+        sft_row(total, a_sum, "2 + 2 = 4."),
+        sft_row(sky, a_sky, "The sky is blue."),
+        sft_row(owls, a_owls, "Owls hoot at night."),
+    ]
 
     # Nothing changed since: an empty version; written again, it still follows the one before.
     third = tmp_path / "sft-2026-12-15.jsonl"
@@ -253,6 +259,22 @@ def test_manifest_location():
     assert manifest_location("data/sft.jsonl", "m.json") == Path("m.json")
     assert manifest_location("data/sft.jsonl", False) is None
     assert manifest_location("-") is None and manifest_location("-", "m.json") == Path("m.json")
+
+
+def test_merge_versions_keeps_each_tasks_latest_rows(tmp_path):
+    def version(name: str, *rows: tuple[int, int, str]) -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"task_id": t, "turn": n, "text": x}) + "\n" for t, n, x in rows))
+        return path
+
+    v1 = version("v1.jsonl", (1, 1, "a"), (1, 2, "b"), (2, 1, "c"))
+    v2 = version("v2.jsonl", (3, 1, "d"), (1, 1, "a2"))  # task 1 again: its turn 2 row is gone
+    v3 = version("v3.jsonl")
+    assert [(r["task_id"], r["turn"], r["text"]) for r in merge_versions([v1, v2, v3])] == [
+        (1, 1, "a2"),
+        (2, 1, "c"),
+        (3, 1, "d"),
+    ]
 
 
 # -- Hugging Face datasets ---------------------------------------------------------------------

@@ -26,7 +26,7 @@ import math
 import os
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -559,7 +559,7 @@ SUPERSEDES = (
     "Only tasks whose annotation is new or changed since the previous export are here. A row may "
     "supersede a row of an earlier export: same annotation_id (the annotation changed since), or "
     "same task_id (the task is now exported from another annotation). For the current state, keep "
-    "each task's rows from the latest export that has the task."
+    "each task's rows from the latest export that has the task (langchain_label_studio.export.merge_versions)."
 )
 #: Why tasks and annotations read were not exported (the keys of ``counts.skipped``).
 SKIPPED = {
@@ -753,6 +753,23 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def merge_versions(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """The rows of a dataset's versions (JSONL files, oldest first) as one dataset: each task's rows
+    from the latest file that has the task (a task exported again supersedes its earlier rows),
+    ordered by task id."""
+    latest: dict[Any, list[dict[str, Any]]] = {}
+    for path in paths:
+        found: dict[Any, list[dict[str, Any]]] = {}
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    row = json.loads(line)
+                    found.setdefault(row.get("task_id"), []).append(row)
+        latest.update(found)
+    ordered = sorted(latest.items(), key=lambda item: (not isinstance(item[0], int), item[0] or 0))
+    return [row for _, rows in ordered for row in rows]
 
 
 # -- the export run ---------------------------------------------------------------------------
