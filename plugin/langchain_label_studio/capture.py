@@ -254,11 +254,40 @@ class CaptureHandler(BaseCallbackHandler):
             challenger.pool_for(job.project).offer(job)
 
     def _record(self, root: _Root, outputs: Any, error: BaseException | None) -> CaptureRecord | None:
+        """The record of a finished root run, or None when it is opted out or not in the sample."""
         ctx = self.context
+        meta = _user_metadata(root.metadata)
+        user, session = self._identity(root.metadata, meta)
+        if not self._kept(meta, session):
+            return None
         max_chars = self.max_chars or DEFAULT_MAX_CHARS
         clean = Sanitizer(max_chars)
-        metadata = root.metadata
-        meta = {k: v for k, v in metadata.items() if not k.startswith(_INTERNAL_METADATA)} if metadata else {}
+        extra = self._columns(root, meta, error)
+        if ctx.project.mode == "chat":
+            prompt, response, state = self._chat(root, outputs)
+            if state is not None:
+                extra["state"] = state
+            conversation = session_key(user, session)
+        else:
+            prompt, response = self._prompt(root, outputs)
+            conversation = None
+        ids = {"user_id": user, "session_id": session, "route": ctx.route, "request_id": ctx.request_id}
+        data: dict[str, Any] = {k: clean.text(str(v)) if v is not None else None for k, v in ids.items()}
+        data.update(clean.value(extra))
+        return CaptureRecord(
+            project=_project_dict(ctx.project),
+            prompt=clean.value(prompt),
+            response=clean.text(response) if response is not None else None,
+            data=data,
+            session=conversation,
+            model_version=root.model,
+            max_chars=max_chars,
+        )
+
+    def _identity(self, metadata: dict[str, Any], meta: dict[str, Any]) -> tuple[str | None, str | None]:
+        """Who asked and in which session: identity known late (an authenticated user), then the
+        request's headers, then the run's metadata (LangGraph thread, LangGraph Server's user)."""
+        ctx = self.context
         late = ctx.identity() if ctx.identity else None
         session = clean_id(
             (late and _str(late.get("session_id")))
@@ -272,19 +301,21 @@ class CaptureHandler(BaseCallbackHandler):
             or _str(meta.get("user_id"))
             or _str(metadata.get("langgraph_auth_user_id"))
         )
+        return user, session
+
+    def _kept(self, meta: dict[str, Any], session: str | None) -> bool:
+        """False (and counted) for a run that opted out or a session outside the sample."""
         if meta.get(OPT_OUT_KEY) is not None and str(meta[OPT_OUT_KEY]).lower() in ("false", "off", "0", "no"):
             self.pipeline.metrics.skip("opted_out")
-            return None
-        if not sampled(session or ctx.request_id or "", ctx.sample_rate):
+            return False
+        if not sampled(session or self.context.request_id or "", self.context.sample_rate):
             self.pipeline.metrics.skip("sampled_out")
-            return None
-        data: dict[str, Any] = {
-            "user_id": user,
-            "session_id": session,
-            "route": ctx.route,
-            "request_id": ctx.request_id,
-        }
-        extra: dict[str, Any] = dict(ctx.extra)
+            return False
+        return True
+
+    def _columns(self, root: _Root, meta: dict[str, Any], error: BaseException | None) -> dict[str, Any]:
+        """The task columns beside the ids: run keys, tags, metadata, model, run name, error."""
+        extra: dict[str, Any] = dict(self.context.extra)
         for key in _RUN_KEYS:  # LangGraph Server runs: which run, assistant and graph
             if meta.get(key) is not None:
                 extra[key] = str(meta[key])
@@ -298,28 +329,7 @@ class CaptureHandler(BaseCallbackHandler):
             extra["run_name"] = root.name
         if error is not None:
             extra["error"] = f"{type(error).__name__}: {error}"
-
-        if ctx.project.mode == "chat":
-            prompt, response, state = self._chat(root, outputs)
-            if state is not None:
-                extra["state"] = state
-            conversation = session_key(user, session)
-        else:
-            prompt, response = self._prompt(root, outputs)
-            conversation = None
-        for key, value in data.items():
-            if value is not None:
-                data[key] = clean.text(str(value))
-        data.update(clean.value(extra))
-        return CaptureRecord(
-            project=_project_dict(ctx.project),
-            prompt=clean.value(prompt),
-            response=clean.text(response) if response is not None else None,
-            data=data,
-            session=conversation,
-            model_version=root.model,
-            max_chars=max_chars,
-        )
+        return extra
 
     @staticmethod
     def _prompt(root: _Root, outputs: Any) -> tuple[Any, str | None]:
@@ -380,6 +390,11 @@ def _messages_of(value: Any) -> list[BaseMessage] | None:
     if isinstance(value, list) and value and all(isinstance(m, BaseMessage) for m in value):
         return value
     return None
+
+
+def _user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Run metadata without the keys LangChain and LangGraph add to every run."""
+    return {k: v for k, v in metadata.items() if not k.startswith(_INTERNAL_METADATA)} if metadata else {}
 
 
 def _str(value: Any) -> str | None:
