@@ -18,6 +18,7 @@ neither fails :func:`test_every_block_is_run_or_listed`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -59,6 +60,8 @@ RUN = {
     "langchain-label-studio local up": "test_local_block",
     'langchain-label-studio export --project "Support chats" --format sft --out sft.jsonl': "test_export_blocks",
     "from langchain_label_studio.export import export": "test_export_blocks",
+    'langchain-label-studio export --project "Support chats" --format sft --out data/': "test_dataset_version_blocks",
+    "from langchain_label_studio.export import merge_versions": "test_dataset_version_blocks",
     "curl -X POST http://your-app/label-studio/feedback \\": "test_feedback_block",
     "langchain-label-studio status": "test_operations_block",
 }
@@ -477,6 +480,42 @@ def test_export_blocks(label_studio: local.LocalServer, annotated_chat: Annotate
     python(block("from langchain_label_studio.export import export").text, in_python, env)
     [row] = rows_of(in_python / "sft.jsonl", annotated_chat.task_id)
     assert row == sft
+
+
+def test_dataset_version_blocks(
+    label_studio: local.LocalServer, annotated_chat: Annotated, admin_module: LabelStudioClient, tmp_path: Path
+):
+    """The first version holds the annotated chat; after an edit, the next (--since-last) holds
+    only that edit; merging the versions keeps the newest row."""
+    env = shell_env(label_studio, tmp_path / "state")
+    versions = block('langchain-label-studio export --project "Support chats" --format sft --out data/')
+    first, second = commands(versions.text)
+    (tmp_path / "data").mkdir()
+    out = bash(first, tmp_path, env)
+    assert out.returncode == 0, out.stderr
+    [row] = rows_of(tmp_path / "data/sft-2026-12-01.jsonl", annotated_chat.task_id)
+    manifest = json.loads((tmp_path / "data/sft-2026-12-01.jsonl.manifest.json").read_text())
+    assert manifest["sha256"] == hashlib.sha256((tmp_path / "data/sft-2026-12-01.jsonl").read_bytes()).hexdigest()
+
+    [annotation_of] = admin_module.get_task(annotated_chat.task_id)["annotations"]
+    result = [
+        {**r, "value": {"text": ["2 + 2 = 4, always."]}} if r["type"] == "textarea" else r
+        for r in annotation_of["result"]
+    ]
+    edit = f"/api/annotations/{annotation_of['id']}/"
+    admin_module._call("PATCH", edit, "editing", json={"result": result})
+    try:
+        out = bash(second, tmp_path, env)
+        assert out.returncode == 0, out.stderr
+        [newer] = rows_of(tmp_path / "data/sft-2026-12-08.jsonl", annotated_chat.task_id)
+        assert newer["messages"][-1]["content"] == "2 + 2 = 4, always."
+        assert row["messages"][-1]["content"] == annotated_chat.edited
+
+        show = f"\nimport json; print(json.dumps([r for r in rows if r['task_id'] == {annotated_chat.task_id}]))\n"
+        merged = python(block("from langchain_label_studio.export import merge_versions").text + show, tmp_path, env)
+        assert json.loads(merged.stdout) == [newer]
+    finally:  # the annotation as the other tests of this module expect it
+        admin_module._call("PATCH", edit, "restoring", json={"result": annotation_of["result"]})
 
 
 def operations_outbox(server: local.LocalServer, state: Path, title: str) -> None:
