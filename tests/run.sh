@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tests on a fresh machine: install into .venv (and Debian's chromium for the browser
-# test), lint, and run pytest. The tests start their own local Label Studio (installed
-# once into ~/.cache) on port 18089; screenshots go to test-artifacts/.
+# test), lint, type-check (mypy --strict, configured in pyproject.toml) and run pytest. The
+# tests start their own local Label Studios (installed once into ~/.cache) on ports 18089
+# (SQLite) and 18090 (PostgreSQL); screenshots go to test-artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/bootstrap.sh
@@ -13,4 +14,5 @@ if ! command -v chromium >/dev/null; then  # for the annotator-view browser test
     fi
 fi
 ruff check .
+mypy
 exec pytest "$@"

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import local, operations
 from .client import LabelStudioError
@@ -114,7 +114,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_summary(args: argparse.Namespace, manifest: dict) -> str:
+def export_summary(args: argparse.Namespace, manifest: dict[str, Any]) -> str:
     """The one line an export prints: rows written, where, since which export, where its manifest is."""
     line = f"wrote {manifest['counts']['rows']} row(s) to {'stdout' if args.out == '-' else args.out}"
     incremental = manifest.get("incremental")
@@ -125,7 +125,7 @@ def export_summary(args: argparse.Namespace, manifest: dict) -> str:
     return f"{line}; manifest {where}" if where is not None else line
 
 
-def _add_export(commands: argparse._SubParsersAction) -> None:
+def _add_export(commands: argparse._SubParsersAction[Any]) -> None:
     help_text = "write the annotated tasks of a project as a JSONL training dataset (TRL formats)"
     p = commands.add_parser("export", help=help_text, description=help_text)
     p.add_argument("--project", required=True, help="project title or id")
@@ -189,7 +189,7 @@ def _age(seconds: float | None) -> str:
     )
 
 
-def server_line(report: dict) -> str:
+def server_line(report: dict[str, Any]) -> str:
     """The Label Studio line of one outbox: reachability and token of the configured server;
     another server's is never contacted."""
     ls = report["label_studio"]
@@ -199,7 +199,7 @@ def server_line(report: dict) -> str:
     return f"  Label Studio   {report['label_studio_url']}: {reachable}, token {ls.get('token') or 'not checked'}"
 
 
-def status_lines(reports: list[dict], url: str, home: str) -> list[str]:
+def status_lines(reports: list[dict[str, Any]], url: str, home: str) -> list[str]:
     """``status`` as text: per outbox its server, pending records per project, dead letters, last error."""
     lines = []
     for r in reports:
@@ -226,9 +226,9 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def dead_letter_json(seq: int, record: CaptureRecord, reason: str, at: float, full: bool = False) -> dict:
+def dead_letter_json(seq: int, record: CaptureRecord, reason: str, at: float, full: bool = False) -> dict[str, Any]:
     """One dead letter for ``--json``: the whole record with ``full``, else its project and capture id."""
-    row: dict = {"seq": seq, "reason": reason, "failed_at": at}
+    row: dict[str, Any] = {"seq": seq, "reason": reason, "failed_at": at}
     if full:
         return {**row, "record": json.loads(record.to_json())}
     project = record.project.get("title") or record.project.get("id")
@@ -358,7 +358,7 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
     p.set_defaults(format="text")
 
 
-def _add_operations(commands: argparse._SubParsersAction) -> None:
+def _add_operations(commands: argparse._SubParsersAction[Any]) -> None:
     def common(p: argparse.ArgumentParser, url_help: str = "its outbox, and the only server contacted") -> None:
         p.add_argument(
             "--state-dir", default=None, help="outbox directory (default $LABEL_STUDIO_STATE_DIR or ~/.local/state/...)"
