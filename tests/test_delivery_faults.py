@@ -86,8 +86,12 @@ def test_label_studio_restart_under_traffic(label_studio, admin, tmp_path, proje
     stopper = threading.Thread(target=local.down, args=(label_studio.port, label_studio.data_dir))
     stopper.start()
     traffic(4.0 * SOAK)
+    while stopper.is_alive():  # traffic all through the stop, however long it takes
+        traffic(0.2)
     stopper.join()
-    assert pipeline.health()["pending"] > 0
+    down_from = len(sent)
+    traffic(1.0 * SOAK)  # Label Studio down: these wait in the outbox
+    assert len(sent) > down_from and pipeline.health()["pending"] > 0
     restarted = local.up(label_studio.port, label_studio.data_dir)
     assert restarted.api_key == label_studio.api_key
     traffic(1.0 * SOAK)
@@ -142,16 +146,24 @@ def test_full_outbox_keeps_known_sessions_and_counts_new_ones(label_studio, tmp_
     settings = Settings(url=proxy.url, api_key=label_studio.api_key, state_dir=tmp_path, max_outbox_bytes=200_000)
     pipeline = Pipeline(settings)
     project = Project(project_name, mode="chat")
+    def wait_committed(n: int) -> None:
+        """Wait until the writer is done with the first ``n`` captures (stored or dropped)."""
+        deadline = time.monotonic() + 60
+        while pipeline.health()["committed"] < n:
+            assert time.monotonic() < deadline, pipeline.health()
+            time.sleep(0.05)
+
     for r in records(project, 1, prefix="early", session="known"):
         pipeline.submit(r)
+    wait_committed(1)
     assert pipeline.flush(0.5) is False
     for i in range(400):
         for r in records(project, 1, prefix="x" * 500 + str(i), session=f"new-{i}"):
             pipeline.submit(r)
-    time.sleep(0.5)
+    wait_committed(401)  # the outbox is full now
     for r in records(project, 1, prefix="late", session="known"):
         pipeline.submit(r)
-    time.sleep(0.5)
+    wait_committed(402)
     pipeline.close(timeout=0.5)
     proxy.close()
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from langchain_label_studio import LabelStudioMiddleware
 from langchain_label_studio.pipeline import Pipeline, get_pipeline
+from langchain_label_studio.prometheus import register as register_metrics
 from langchain_label_studio.settings import Settings
 
 
@@ -47,51 +48,83 @@ def run(app: FastAPI, scenario) -> object:
     return asyncio.run(main())
 
 
+class SlowHealth:
+    """``pipeline.health`` held until :attr:`release` is set; :attr:`calls` are the threads it ran in."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+
 @pytest.fixture
-def slow_health(unit_env, monkeypatch) -> list[str]:
-    """``pipeline.health`` takes a second; returns the threads it ran in."""
-    calls: list[str] = []
+def slow_health(unit_env, monkeypatch) -> SlowHealth:
+    register_metrics()  # registering the collector computes the health once, on this thread: not counted
+    slow = SlowHealth()
     original = Pipeline.health
 
-    def slow(self: Pipeline) -> dict:
-        calls.append(threading.current_thread().name)
-        time.sleep(1.0)
+    def held(self: Pipeline) -> dict:
+        slow.calls.append(threading.current_thread().name)
+        slow.started.set()
+        slow.release.wait(30)  # bounded: a health view on the event loop would hold the test, not hang it
         return original(self)
 
-    monkeypatch.setattr(Pipeline, "health", slow)
-    return calls
+    monkeypatch.setattr(Pipeline, "health", held)
+    return slow
+
+
+class Clock:
+    """The middleware's ``time``: ``monotonic`` moves only when told; ``time`` is the real one."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.time = time.time
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def _until(event: threading.Event, timeout: float = 30.0) -> None:
+    """Wait (without blocking the event loop) until ``event`` is set."""
+    deadline = time.monotonic() + timeout
+    while not event.is_set():
+        assert time.monotonic() < deadline, "the health view was never computed"
+        await asyncio.sleep(0.01)
 
 
 def test_a_slow_health_view_does_not_hold_other_requests(slow_health) -> None:
-    async def scenario(client: httpx.AsyncClient) -> tuple[float, float, list[int]]:
-        started = time.monotonic()
+    async def scenario(client: httpx.AsyncClient) -> tuple[bool, list[int]]:
         polls = [asyncio.create_task(client.get("/label-studio/health")) for _ in range(8)]
-        await asyncio.sleep(0.1)
-        ping_start = time.monotonic()
+        await _until(slow_health.started)  # the view is being computed, and held there
         pong = await client.get("/ping")
-        ping_s = time.monotonic() - ping_start
+        held_meanwhile = not slow_health.release.is_set()
         assert pong.json() == {"pong": "yes"}
+        slow_health.release.set()
         answers = await asyncio.gather(*polls)
-        return ping_s, time.monotonic() - started, [a.status_code for a in answers]
+        return held_meanwhile, [a.status_code for a in answers]
 
-    ping_s, total_s, codes = run(build(), scenario)
-    assert ping_s < 0.5, f"/ping waited {ping_s:.2f}s behind the health view"
+    held_meanwhile, codes = run(build(), scenario)
+    assert held_meanwhile, "/ping waited for the health view"
     assert codes == [200] * 8
-    assert total_s < 1.9  # eight pollers shared one computation
-    assert len(slow_health) == 1 and slow_health[0] != threading.main_thread().name
+    # Eight pollers shared one computation, off the event loop.
+    assert len(slow_health.calls) == 1 and slow_health.calls[0] != threading.main_thread().name
 
 
-def test_pollers_share_a_recent_view(slow_health) -> None:
+def test_pollers_share_a_recent_view(slow_health, monkeypatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr("langchain_label_studio.middleware.time", clock)
+    slow_health.release.set()
+
     async def scenario(client: httpx.AsyncClient) -> list[int]:
         first = await client.get("/label-studio/health")
         again = await client.get("/label-studio/health")
         assert again.json() == first.json()
-        await asyncio.sleep(1.1)
+        clock.now += 1.1  # past HEALTH_CACHE_S
         later = await client.get("/label-studio/health")
         return [first.status_code, again.status_code, later.status_code]
 
     assert run(build(), scenario) == [200, 200, 200]
-    assert len(slow_health) == 2  # one per second at most
+    assert len(slow_health.calls) == 2  # one per second at most
 
 
 def test_a_capture_shows_at_once(unit_env) -> None:

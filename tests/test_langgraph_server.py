@@ -283,10 +283,24 @@ NO_BACKGROUND_DELIVERY = {"CAPTURE_DELIVERY_INTERVAL_S": "3600", "CAPTURE_EXIT_T
 
 @pytest.mark.parametrize("langgraph_server", [(APPS, NO_BACKGROUND_DELIVERY)], indirect=True)
 def test_what_was_captured_before_sigterm_is_delivered(admin, langgraph_server):
+    from langchain_label_studio import Project, Settings
+    from langchain_label_studio.outbox import open_outbox
+    from langchain_label_studio.record import CaptureRecord
+
     project = langgraph_server.env["RUNS_PROJECT"]
     client = langgraph_server.client()
+    # The server's delivery worker starts with its first capture, takes what the outbox holds, then
+    # sleeps for an hour. A record put there before shows when that first pass is over: it is gone.
+    env = langgraph_server.env
+    outbox = open_outbox(Settings(url=env["LABEL_STUDIO_URL"], state_dir=env["LABEL_STUDIO_STATE_DIR"]))
+    seed = CaptureRecord(project=Project(f"{project}-seed").to_dict(), prompt="seed", response="seed")
+    outbox.put_many([seed])
     client.runs.wait(client.threads.create()["thread_id"], "runs", input=say("warm up"))
-    time.sleep(2)  # the delivery worker has started and gone to sleep
+    deadline = time.monotonic() + 60
+    while outbox.stats().by_project.get(seed.queue_key):
+        assert time.monotonic() < deadline, "the delivery worker's first pass did not deliver the seed record"
+        time.sleep(0.1)
+    outbox.close()
     threads = []
     for i in range(3):
         thread_id = client.threads.create()["thread_id"]

@@ -17,6 +17,9 @@ class Metrics:
     """Counts since the process started. Thread-safe through :meth:`add`."""
 
     captured: int = 0
+    #: Captures the writer is done with: in the outbox, or settled there (dropped over the cap,
+    #: quarantined, dropped by ``before_capture``). ``captured - committed`` is what a SIGKILL loses.
+    committed: int = 0
     delivered: int = 0
     updated: int = 0
     retried: int = 0

@@ -542,7 +542,9 @@ def _counters(pipeline: Pipeline) -> tuple[Any, ...]:
     """What moves when this process captures, delivers or fails (read without a lock: a hint)."""
     m = pipeline.metrics
     skipped = sum(list(m.skipped.values()))
-    return (m.captured, m.delivered, m.updated, m.retried, m.dead_lettered, m.dropped, skipped, m.last_error_at)
+    return (
+        m.captured, m.committed, m.delivered, m.updated, m.retried, m.dead_lettered, m.dropped, skipped, m.last_error_at
+    )
 
 
 class _HealthView:

@@ -124,7 +124,7 @@ class Pipeline:
         if not batch and not fresh:
             return
         protected = self._protect(fresh)
-        self._committed_through += len(fresh) - len(protected)  # dropped or quarantined: settled
+        self._settled(len(fresh) - len(protected))  # dropped or quarantined: settled
         batch += protected
         try:
             stored = self._store(batch)
@@ -142,13 +142,19 @@ class Pipeline:
                 f"capture outbox is over its cap ({self.settings.max_outbox_bytes} bytes): "
                 "new sessions are not captured until Label Studio catches up"
             )
-        self._committed_through += len(batch)
+        self._settled(len(batch))
         if not self._meta_written:  # the outbox is reachable: note which server its records are for
             try:
                 self.outbox.set_meta(label_studio_url=self.settings.url or "")
                 self._meta_written = True
             except Exception:  # only a note for `status`: tried again on the next commit
                 pass
+
+    def _settled(self, n: int) -> None:
+        """``n`` more captures are past the commit (stored, or dropped or quarantined there)."""
+        if n:
+            self._committed_through += n
+            self.metrics.add("committed", n)
 
     def _store(self, batch: list[CaptureRecord]) -> int:
         """Store a batch; a record the outbox refuses is quarantined, never holding back the rest.

@@ -17,6 +17,7 @@ from .pipeline import live_pipelines
 _PREFIX = "langchain_label_studio"
 _COUNTERS = {
     "captured": "Captures handed to the pipeline",
+    "committed": "Captures written to the outbox (or settled there: dropped, quarantined)",
     "delivered": "Records Label Studio confirmed",
     "updated": "Session task updates",
     "retried": "Records put back for another attempt",

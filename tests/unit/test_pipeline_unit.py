@@ -1,0 +1,52 @@
+"""The pipeline's ``committed`` counter: what the writer is done with, so tests (and operators) can
+tell what a SIGKILL could still lose. A SQLite outbox in a temporary directory, delivery off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from langchain_label_studio.pipeline import Pipeline
+from langchain_label_studio.record import CaptureRecord
+from langchain_label_studio.settings import Settings
+
+PROJECT = {"title": "Jokes", "id": None, "mode": "prompt", "label_config": None}
+
+
+def records(n: int, prefix: str = "p") -> list[CaptureRecord]:
+    return [CaptureRecord(project=dict(PROJECT), prompt=f"{prefix}{i}", response=f"answer {i}") for i in range(n)]
+
+
+def pipeline(tmp_path: Path, **options: object) -> Pipeline:
+    return Pipeline(Settings(url="http://label-studio.test", state_dir=tmp_path, deliver=False, **options))
+
+
+def test_committed_counts_what_reached_the_outbox(tmp_path: Path) -> None:
+    p = pipeline(tmp_path)
+    try:
+        for r in records(5):
+            p.submit(r)
+        assert p.flush(30)
+        health = p.health()
+        assert (health["captured"], health["committed"], health["pending"]) == (5, 5, 5)
+    finally:
+        p.close(timeout=1)
+
+
+def test_committed_counts_captures_settled_at_the_commit(tmp_path: Path) -> None:
+    def hook(record: CaptureRecord) -> CaptureRecord | None:
+        if record.prompt == "drop0":
+            return None  # dropped by the hook
+        if record.prompt == "fail0":
+            raise ValueError("cannot")  # quarantined as a dead letter
+        return record
+
+    p = pipeline(tmp_path, before_capture=hook)
+    try:
+        for r in records(3) + records(1, "drop") + records(1, "fail"):
+            p.submit(r)
+        assert p.flush(30)
+        health = p.health()
+        assert (health["captured"], health["committed"], health["pending"]) == (5, 5, 3)
+        assert health["dead_lettered"] == 1 and health["skipped"] == {"before_capture": 1, "before_capture_error": 1}
+    finally:
+        p.close(timeout=1)
