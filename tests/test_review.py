@@ -101,6 +101,25 @@ class Browser:
         boxes = [self.page.locator(selector).nth(i).bounding_box() for i in range(self.page.locator(selector).count())]
         return any(b is not None and b["y"] >= 0 and b["y"] + b["height"] <= VIEWPORT["height"] for b in boxes)
 
+    def click_to_edit(self, selector: str, nth: int = -1) -> dict:
+        """Click an answer box (the ``nth`` match of ``selector``) as an annotator does; what then has the
+        keyboard, with its place on the screen and its visible height in lines of its own text."""
+        self.page.locator(selector).nth(nth).click()
+        self.page.wait_for_timeout(300)
+        return self.page.evaluate(
+            """() => {
+                const el = document.activeElement, box = el.getBoundingClientRect(), css = getComputedStyle(el);
+                const line = parseFloat(css.lineHeight) || 1.2 * parseFloat(css.fontSize);
+                return {tag: el.tagName, name: el.getAttribute("name") || "", value: el.value ?? null,
+                        top: box.top, bottom: box.bottom, lines: box.height / line};
+            }"""
+        )
+
+    def on_screen(self, selector: str, nth: int) -> bool:
+        """Whether the ``nth`` element matching ``selector`` is wholly on screen now."""
+        box = self.page.locator(selector).nth(nth).bounding_box()
+        return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"]
+
     def submit(self) -> None:
         self.page.get_by_role("button", name="Submit").first.click()
         self.page.wait_for_timeout(1500)
@@ -146,6 +165,20 @@ def test_prompt_view_rating_in_first_viewport(label_studio, admin, review_app, b
     assert page.get_by_text("Answer: edit it to correct it", exact=True).first.is_visible()
     assert browser.in_first_viewport(".ant-rate, [class*='rating'] li, .lsf-rating")
     browser.shot("review-prompt.png")
+    # Clicking the pre-filled answer puts the cursor in a textarea several lines high, the rating still on screen.
+    answer = resp.json()["output"]
+    editor = browser.click_to_edit(".lls-review [data-testid=textarea-region]")
+    assert (editor["tag"], editor["value"]) == ("TEXTAREA", answer) and editor["name"].startswith("response:")
+    assert editor["lines"] >= 6 and 0 <= editor["top"] and editor["bottom"] <= VIEWPORT["height"], editor
+    assert browser.on_screen(".ant-rate", 0)
+    # Enter starts a new line (it does not save or submit); the edit is what Submit sends.
+    page.keyboard.press("Control+End")
+    page.keyboard.press("Enter")
+    page.keyboard.type("A second line.")
+    browser.submit()
+    [made] = admin._call("GET", f"/api/tasks/{task['id']}/annotations/", "annotations").json()
+    [text] = [r["value"]["text"] for r in made["result"] if r["from_name"] == "response"]
+    assert text == [f"{answer}\nA second line."]
 
 
 def test_per_turn_chat_review_in_the_browser_and_export(label_studio, admin, review_app, browser, tmp_path):
@@ -172,15 +205,34 @@ def test_per_turn_chat_review_in_the_browser_and_export(label_studio, admin, rev
     assert stars.count() == 3  # one rating per turn
     assert browser.in_first_viewport(".ant-rate")  # the editor opens scrolled to the pre-filled latest answer
     browser.shot("review-chat-per-turn.png")
+    # The latest answer: a click puts the cursor in a textarea several lines high, its rating on screen.
+    editor = browser.click_to_edit(".lls-review [data-testid=textarea-region]")  # the last: the latest turn's
+    assert (editor["tag"], editor["value"]) == ("TEXTAREA", "(turn 3) You said: Thanks!"), editor
+    assert editor["lines"] >= 6 and 0 <= editor["top"] and editor["bottom"] <= VIEWPORT["height"], editor
+    assert browser.on_screen(".ant-rate", -1)
     page.mouse.wheel(0, -5000)
     page.wait_for_timeout(300)
-    # One annotation made in the browser: 4 stars on the first turn, then submit.
+    # One annotation made in the browser: 4 stars on the first turn, a two-line correction of it (added with
+    # Shift+Enter, then open again for editing, as multi-line), then submit.
     stars.first.locator("li").nth(3).click()
+    page.locator("textarea[name=correction_0]").click()
+    page.keyboard.type("Hello! How can I help?")
+    page.keyboard.press("Enter")
+    page.keyboard.type("Ask me anything.")
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_timeout(300)
+    correction = browser.click_to_edit(".lls-review [data-testid=textarea-region]", 0)
+    assert correction["tag"] == "TEXTAREA" and correction["name"].startswith("correction_0:"), correction
+    assert correction["value"] == "Hello! How can I help?\nAsk me anything." and correction["lines"] >= 4, correction
+    assert browser.on_screen(".ant-rate", 0)
     browser.submit()
     [made] = admin._call("GET", f"/api/tasks/{task['id']}/annotations/", "annotations").json()
     by_name = {r["from_name"]: r for r in made["result"]}
     assert {k: by_name["rating_0"][k] for k in ("from_name", "to_name", "type", "value")} == rating(
         "rating_0", "turn_0", 4
+    )
+    assert {k: by_name["correction_0"][k] for k in ("from_name", "to_name", "type", "value")} == textarea(
+        "correction_0", "turn_0", "Hello! How can I help?\nAsk me anything."
     )
     assert by_name["response"]["value"]["text"] == ["(turn 3) You said: Thanks!"]  # the pre-filled answer, kept
     admin._call("DELETE", f"/api/annotations/{made['id']}/", "removing the browser's annotation")

@@ -10,6 +10,13 @@ rating is visible without scrolling. Chat projects review every assistant turn: 
 each with its own rating and correction box. ``Paragraphs`` shows an empty
 ``00:00:00 - 00:00:00`` time on every message when there is no audio; the shared
 :data:`STYLE` hides it.
+
+The answer boxes are ``transcription="true"``: Label Studio 1.23 then shows a submitted or
+pre-filled answer as an open ``<textarea>`` (a click puts the cursor in it, Enter starts a new
+line) instead of a line of text with an edit button, whose editor sizes itself to the text (one
+line for a one-line answer). Its ``rows`` does not reach that editor, so :data:`STYLE` gives it a
+height of several lines, lets it grow with a long answer (``field-sizing``, where the browser has
+it) up to about half the screen, and scrolls it past that.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ STYLE = """
   [class*="titleWrapper--"] [class*="time--"] { display: none; }
   [class*="phraseContainer--"] [class*="selectAllBtnWrapper--"] { display: none; }
   .lls-input [class*="authorFilter--"] { display: none; }
+  .lls-review [data-testid="htx-textbox-input"] { field-sizing: content; min-height: 7.5em; max-height: 55vh;
+                                                 overflow-y: auto; }
+  .lls-review .lls-answer [data-testid="htx-textbox-input"] { min-height: 11em; }
 </Style>"""
 
 PROMPT_CONFIG = f"""
@@ -52,8 +62,10 @@ PROMPT_CONFIG = f"""
     <Header value="Rate the answer" size="5"/>
     <Rating name="rating" toName="prompt" maxRating="5"/>
     <Header value="Answer: edit it to correct it" size="5"/>
-    <TextArea name="response" toName="prompt" rows="8" editable="true" maxSubmissions="1" required="true"
-              placeholder="The answer the model should have given"/>
+    <View className="lls-answer">
+      <TextArea name="response" toName="prompt" rows="8" editable="true" transcription="true" maxSubmissions="1"
+                required="true" placeholder="The answer the model should have given"/>
+    </View>
   </View>
 </View>
 </View>"""
@@ -70,7 +82,8 @@ CHAT_CONFIG = f"""
       </View>
       <View className="lls-review">
         <Rating name="rating_{INDEX}" toName="turn_{INDEX}" maxRating="5"/>
-        <TextArea name="correction_{INDEX}" toName="turn_{INDEX}" rows="4" editable="true" maxSubmissions="1"
+        <TextArea name="correction_{INDEX}" toName="turn_{INDEX}" rows="4" editable="true" transcription="true"
+                  maxSubmissions="1"
                   placeholder="The answer the assistant should have given (leave empty if it is right)"/>
       </View>
     </View>
@@ -86,8 +99,10 @@ CHAT_CONFIG = f"""
       <Header value="Rate the latest answer" size="6"/>
       <Rating name="rating" toName="dialogue" maxRating="5"/>
       <Header value="Latest answer: edit it to correct it" size="6"/>
-      <TextArea name="response" toName="dialogue" rows="6" editable="true" maxSubmissions="1" required="true"
-                placeholder="The answer the assistant should have given"/>
+      <View className="lls-answer">
+        <TextArea name="response" toName="dialogue" rows="6" editable="true" transcription="true" maxSubmissions="1"
+                  required="true" placeholder="The answer the assistant should have given"/>
+      </View>
     </View>
   </View>
 </View>
