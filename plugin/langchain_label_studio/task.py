@@ -101,7 +101,7 @@ def build_task(record: CaptureRecord, layout: Layout) -> dict[str, Any]:
     prompt: Any = record.prompt
     if isinstance(prompt, list):
         prompt = as_dialogue(prompt)
-    elif not isinstance(prompt, str):
+    elif prompt is not None and not isinstance(prompt, str):  # None: Label Studio refuses it (a dead letter)
         prompt = dumps(prompt)
     if layout.mode == "chat" and isinstance(prompt, str):
         prompt = [{"role": "user", "content": prompt}]
