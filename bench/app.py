@@ -2,7 +2,10 @@
 
 Env: BENCH_CAPTURE=1 adds the middleware; BENCH_CAPTURE=noop instead attaches a LangChain
 callback handler that does nothing to every run of a request (what LangChain itself costs any
-callback-based capture); BENCH_DELAY_MS makes the model take that long.
+callback-based capture); BENCH_DELAY_MS makes the model take that long. BENCH_CHALLENGER_MS (with
+BENCH_CAPTURE=1) gives the route's project a challenger answering every request
+(``challenger_rate=1.0``, the pool as shipped): the same chain on a fake model that takes that
+long, called from the challenger's threads.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import time
 from typing import Any
 
 from fastapi import FastAPI
@@ -22,30 +26,47 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tracers.context import register_configure_hook
 from langserve import add_routes
 
-from langchain_label_studio import LabelStudioMiddleware
+from langchain_label_studio import LabelStudioMiddleware, Project
 
 DELAY_S = float(os.environ.get("BENCH_DELAY_MS", "0")) / 1000
+CHALLENGER_S = float(os.environ.get("BENCH_CHALLENGER_MS", "0")) / 1000
 
 
 class FakeModel(BaseChatModel):
+    """Answers ``<prefix> to <last message>`` after ``delay_s``: asleep on the event loop when served
+    (LangServe calls the async side), blocking its thread when invoked synchronously (a challenger)."""
+
+    delay_s: float = 0.0
+    prefix: str = "answer"
+
     @property
     def _llm_type(self) -> str:
         return "bench-fake"
 
+    def _answer(self, messages: list[BaseMessage]) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(f"{self.prefix} to {messages[-1].content}"))])
+
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any):
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(f"answer to {messages[-1].content}"))])
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return self._answer(messages)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any):
-        if DELAY_S:
-            await asyncio.sleep(DELAY_S)
-        return self._generate(messages)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return self._answer(messages)
 
 
-chain = ChatPromptTemplate.from_template("Tell me about {topic}") | FakeModel() | StrOutputParser()
+prompt = ChatPromptTemplate.from_template("Tell me about {topic}")
+chain = prompt | FakeModel(delay_s=DELAY_S) | StrOutputParser()
 app = FastAPI()
 add_routes(app, chain, path="/ask")
 if os.environ.get("BENCH_CAPTURE") == "1":
-    app.add_middleware(LabelStudioMiddleware, routes={"/ask": os.environ.get("BENCH_PROJECT", "Bench")}, health=True)
+    project: str | Project = os.environ.get("BENCH_PROJECT", "Bench")
+    if CHALLENGER_S:
+        challenger = prompt | FakeModel(delay_s=CHALLENGER_S, prefix="second opinion") | StrOutputParser()
+        project = Project(str(project), challenger=challenger, challenger_rate=1.0)
+    app.add_middleware(LabelStudioMiddleware, routes={"/ask": project}, health=True)
 
 
 class NoopHandler(BaseCallbackHandler):

@@ -11,7 +11,8 @@ Load comes from ``wrk`` when it is installed (``apt-get install wrk``), else fro
 ``bench/load.py`` (a Python client, itself a bottleneck near 600 req/s on this machine).
 The app is pinned to core 0; the load generator and Label Studio to core 1, Label Studio
 at the lowest priority (it would run on another machine in production: here its import
-work must not starve the load generator). Bare and plugin runs alternate.
+work must not starve the load generator). Bare and plugin runs alternate. What a challenger adds
+to the plugin is measured the same way by ``bench.challenger``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import httpx
 
 from bench.common import ROOT, FaultProxy, bench_app, rss_mb
 from langchain_label_studio import local
@@ -74,15 +77,36 @@ def load_with_python(url: str, concurrency: int, seconds: float) -> dict:
     return json.loads(out.stdout)
 
 
-def measure(env: dict[str, str], args: argparse.Namespace) -> dict:
+def measure(env: dict[str, str], args: argparse.Namespace, health: bool = False) -> dict:
+    """One run: a fresh app on core 0, 2 s of warm-up, then ``args.seconds`` of load. With ``health``
+    (an app with the plugin) also the response to one more request (``answer``), the app's health view
+    at the end and how many requests it served in all (``served``)."""
     load = load_with_wrk if shutil.which("wrk") else load_with_python
     with bench_app(env, pinned(0)) as (server, url):
-        load(url, args.concurrency, 2)  # warm-up
+        warm = load(url, args.concurrency, 2)  # warm-up
         cpu_before = cpu_s(server.pid)
         result = load(url, args.concurrency, args.seconds)
         result["cpu_ms_per_request"] = (cpu_s(server.pid) - cpu_before) * 1000 / max(1, result["requests"])
         result["rss_mb"] = rss_mb(server.pid)
+        if health:
+            body = {"input": {"topic": "cats"}}
+            result["answer"] = httpx.post(url, json=body, headers={"X-User-ID": "bench"}, timeout=30).json()["output"]
+            result["served"] = 2 + warm["requests"] + result["requests"]  # bench_app's first request and that one
+            result["health"] = httpx.get(url.replace("/ask/invoke", "/label-studio/health"), timeout=30).json()
         return result
+
+
+def label_studio_beside(port: int, data_dir: str | None = None) -> local.LocalServer:
+    """The local Label Studio (started, or the one running on ``data_dir``), moved to core 1 at the
+    lowest priority (it runs elsewhere in production: its import work must not take the app's core,
+    nor starve the load generator)."""
+    server = local.up(port, data_dir)
+    if pinned(1):
+        for pid in subprocess.run(["pgrep", "-g", str(server.pid)], capture_output=True, text=True).stdout.split():
+            subprocess.run(["taskset", "-a", "-p", "-c", "1", pid], capture_output=True)
+            for tid in os.listdir(f"/proc/{pid}/task"):  # niceness is per thread
+                subprocess.run(["renice", "-n", "19", "-p", tid], capture_output=True)
+    return server
 
 
 def main() -> None:
@@ -91,16 +115,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--label-studio-port", type=int, default=local.DEFAULT_PORT)
+    parser.add_argument("--label-studio-data-dir", help="its data directory (default: the port's own)")
     parser.add_argument("--only", help="run only scenarios whose name contains this text")
     args = parser.parse_args()
 
-    server = local.up(args.label_studio_port)
-    # Label Studio runs elsewhere in production: keep its import work off the app's core.
-    if pinned(1):
-        for pid in subprocess.run(["pgrep", "-g", str(server.pid)], capture_output=True, text=True).stdout.split():
-            subprocess.run(["taskset", "-a", "-p", "-c", "1", pid], capture_output=True)
-            for tid in os.listdir(f"/proc/{pid}/task"):  # niceness is per thread
-                subprocess.run(["renice", "-n", "19", "-p", tid], capture_output=True)
+    server = label_studio_beside(args.label_studio_port, args.label_studio_data_dir)
     proxy = FaultProxy(server.port).start()
     state = Path(tempfile.mkdtemp(prefix="bench-state-"))
     scenarios = [
