@@ -180,46 +180,91 @@ def build_row(
     config: _Config | None = None,
 ) -> dict[str, Any] | None:
     """The dataset row of one task in ``fmt``, or None when the task yields none."""
-    config = config or _Config("prompt", "response", "rating", 5)
-    data = task.get("data") or {}
-    annotation = choose(task.get("annotations") or [], policy, config.rating_name)
-    dialogue = _dialogue(data.get(config.value_key))
-    if annotation is None or dialogue is None:
+    config = config or _DEFAULT_CONFIG
+    reviewed = _reviewed(task, policy, config)
+    if reviewed is None:
         return None
-    result = annotation.get("result") or []
+    annotation, dialogue, result = reviewed
     original = _prediction(task, config.answer_name)
     edited = _text(result, config.answer_name)
     answer = edited if edited is not None else original
     rating = _rating(result, config.rating_name)
-    if answer is None or not answer.strip():
+    if answer is None or not _kept(answer, rating, min_rating):
         return None
-    if min_rating is not None and (rating is None or rating < min_rating):
+    row = _format_row(
+        fmt,
+        dialogue,
+        answer,
+        rejected=original,
+        rating=rating,
+        threshold=label_threshold,
+        feedback=(task.get("data") or {}).get("feedback"),
+    )
+    if row is None:
         return None
+    return {**row, "turn": len(split_turns(dialogue, answer)), **_trace(task, annotation)}
+
+
+#: The names of the plugin's default prompt config, for rows built without one.
+_DEFAULT_CONFIG = _Config("prompt", "response", "rating", 5)
+
+
+def _reviewed(
+    task: dict[str, Any], policy: Policy, config: _Config
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """The annotation a task is exported from, the task's dialogue and the annotation's result;
+    None when the task has no usable annotation or no dialogue."""
+    annotation = choose(task.get("annotations") or [], policy, config.rating_name)
+    dialogue = _dialogue((task.get("data") or {}).get(config.value_key))
+    if annotation is None or dialogue is None:
+        return None
+    return annotation, dialogue, annotation.get("result") or []
+
+
+def _kept(answer: str, rating: float | None, min_rating: float | None) -> bool:
+    """Whether an answer makes a row at all: it is not blank, and rated at least ``min_rating``
+    when that is given."""
+    if not answer.strip():
+        return False
+    return min_rating is None or (rating is not None and rating >= min_rating)
+
+
+def _assistant(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": text}
+
+
+def _format_row(
+    fmt: Format,
+    prompt: list[dict[str, Any]],
+    answer: str,
+    *,
+    rejected: str | None,
+    rating: float | None,
+    threshold: float,
+    feedback: Any,
+) -> dict[str, Any] | None:
+    """One answer's row in ``fmt`` (without its turn and trace), or None when ``fmt`` has none for it.
+
+    ``sft``: always; ``preference``: when the model's answer (``rejected``) is known and the answer
+    differs from it; ``rating``: when the answer is rated (``label`` is ``rating >= threshold``).
+    """
     if fmt == "sft":
-        row: dict[str, Any] = {"messages": [*dialogue, {"role": "assistant", "content": answer}]}
-    elif fmt == "preference":
-        if original is None or answer.strip() == original.strip():
+        return {"messages": [*prompt, _assistant(answer)]}
+    if fmt == "preference":
+        if rejected is None or answer.strip() == rejected.strip():
             return None
-        row = {
-            "prompt": dialogue,
-            "chosen": [{"role": "assistant", "content": answer}],
-            "rejected": [{"role": "assistant", "content": original}],
-        }
-    elif fmt == "rating":
+        return {"prompt": prompt, "chosen": [_assistant(answer)], "rejected": [_assistant(rejected)]}
+    if fmt == "rating":
         if rating is None:
             return None
-        row = {
-            "prompt": dialogue,
-            "completion": [{"role": "assistant", "content": answer}],
+        return {
+            "prompt": prompt,
+            "completion": [_assistant(answer)],
             "rating": _number(rating),
-            "label": rating >= label_threshold,
-            "user_feedback": data.get("feedback"),
+            "label": rating >= threshold,
+            "user_feedback": feedback,
         }
-    else:
-        raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    row["turn"] = len(split_turns(dialogue, answer))
-    row.update(_trace(task, annotation))
-    return row
+    raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
 def _trace(task: dict[str, Any], annotation: dict[str, Any]) -> dict[str, Any]:
@@ -245,7 +290,7 @@ def build_rows(
 ) -> list[dict[str, Any]]:
     """The dataset rows of one task in ``fmt``: one per reviewed turn (per-turn configs), the
     annotator's choice (comparisons), else at most one (:func:`build_row`)."""
-    config = config or _Config("prompt", "response", "rating", 5)
+    config = config or _DEFAULT_CONFIG
     if config.pairwise_name is not None:
         return _comparison_rows(task, fmt, policy, config)
     if config.layout is not None and config.layout.per_turn:
@@ -265,49 +310,53 @@ def _turn_rows(
     ``preference``: corrected turns (the correction chosen, the model's answer rejected);
     ``rating``: rated turns (the rating judges the answer as the annotator left it).
     """
-    data = task.get("data") or {}
-    annotation = choose(task.get("annotations") or [], policy, config.rating_name)
-    dialogue = _dialogue(data.get(config.value_key))
-    if annotation is None or dialogue is None:
+    reviewed = _reviewed(task, policy, config)
+    if reviewed is None:
         return []
-    result = annotation.get("result") or []
-    turns = split_turns(dialogue, _prediction(task, config.answer_name))
+    annotation, dialogue, result = reviewed
+    feedback = (task.get("data") or {}).get("feedback")
     rows: list[dict[str, Any]] = []
-    history: list[dict[str, Any]] = []
-    for i, turn in enumerate(turns[:-1]):
-        original = turn["answer"] or ""
-        prompt = [*history, *turn["messages"]]
-        history = [*prompt, {"role": "assistant", "content": original}]
-        box_name, rating_name = config.turn_names(i)
-        box = _text(result, box_name)
-        rating = _rating(result, rating_name)
-        corrected = box is not None and bool(box.strip()) and box.strip() != original.strip()
-        answer = box if corrected and box else original
-        if not (corrected or rating is not None) or not answer.strip():
+    for i, prompt, original in _earlier_turns(dialogue, _prediction(task, config.answer_name)):
+        answer, corrected, rating = _turn_review(result, config, i, original)
+        if not (corrected or rating is not None) or not _kept(answer, rating, min_rating):
             continue
-        if min_rating is not None and (rating is None or rating < min_rating):
-            continue
-        if fmt == "sft":
-            row: dict[str, Any] = {"messages": [*prompt, {"role": "assistant", "content": answer}]}
-        elif fmt == "preference" and corrected and original.strip():
-            row = {
-                "prompt": prompt,
-                "chosen": [{"role": "assistant", "content": answer}],
-                "rejected": [{"role": "assistant", "content": original}],
-            }
-        elif fmt == "rating" and rating is not None:
-            row = {
-                "prompt": prompt,
-                "completion": [{"role": "assistant", "content": answer}],
-                "rating": _number(rating),
-                "label": rating >= threshold,
-                "user_feedback": data.get("feedback"),
-            }
-        else:
-            continue
-        rows.append({**row, "turn": i + 1, **_trace(task, annotation)})
+        row = _format_row(
+            fmt,
+            prompt,
+            answer,
+            rejected=original if original.strip() else None,
+            rating=rating,
+            threshold=threshold,
+            feedback=feedback,
+        )
+        if row is not None:
+            rows.append({**row, "turn": i + 1, **_trace(task, annotation)})
     latest = build_row(task, fmt, policy=policy, min_rating=min_rating, label_threshold=threshold, config=config)
     return rows if latest is None else [*rows, latest]
+
+
+def _earlier_turns(
+    dialogue: list[dict[str, Any]], latest_answer: str | None
+) -> Iterator[tuple[int, list[dict[str, Any]], str]]:
+    """Each turn of a conversation but the latest: its index, its prompt (the history as the user
+    saw it, with the model's answers, then the turn's messages) and the model's answer."""
+    history: list[dict[str, Any]] = []
+    for i, turn in enumerate(split_turns(dialogue, latest_answer)[:-1]):
+        original = turn["answer"] or ""
+        prompt = [*history, *turn["messages"]]
+        history = [*prompt, _assistant(original)]
+        yield i, prompt, original
+
+
+def _turn_review(
+    result: list[dict[str, Any]], config: _Config, turn: int, original: str
+) -> tuple[str, bool, float | None]:
+    """What the annotator made of one earlier turn: the answer as they left it (their correction,
+    else the model's ``original``), whether they corrected it, and their rating (or None)."""
+    box_name, rating_name = config.turn_names(turn)
+    box = _text(result, box_name)
+    corrected = box is not None and bool(box.strip()) and box.strip() != original.strip()
+    return (box if corrected and box else original), corrected, _rating(result, rating_name)
 
 
 def _comparison_rows(task: dict[str, Any], fmt: Format, policy: Policy, config: _Config) -> list[dict[str, Any]]:
@@ -493,49 +542,22 @@ def export_dataset(
     the manifest's directory; ``cursor`` names a file that holds the cursor instead (read when it
     exists, written after the export). Without an earlier export, everything is exported.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
-    if since_last and cursor is not None:
-        raise ValueError("give either since_last or a cursor file, not both")
+    _check_options(fmt, policy, since_last, cursor)
     start = parse_time(since) if since is not None else None
     end = parse_time(until) if until is not None else None
     manifest_path = manifest_location(out, manifest)
     if since_last and manifest_path is None:
         raise ValueError("--since-last looks for earlier exports beside the manifest: give --manifest PATH")
-    owned = client is None
-    if client is None:
-        settings = Settings(url=url, api_key=api_key)
-        client = LabelStudioClient(settings.url or "", settings.api_key, timeout=settings.timeout_s)
+    client, owned = _client(client, url, api_key)
     try:
         info = _resolve_project(client, project)
         config = _config(info.get("label_config") or client.get_project(info["id"])["label_config"])
         threshold = label_threshold if label_threshold is not None else round(0.8 * config.max_rating)
-        filters = {
-            "min_rating": min_rating,
-            "since": start.isoformat() if start else None,
-            "until": end.isoformat() if end else None,
-            "route": route,
-            "user": user,
-        }
-        series = {
-            "label_studio_url": public_url(client.url),
-            "project": {"id": info["id"], "title": info.get("title")},
-            "format": fmt,
-            "filters": filters,
-            "policy": policy,
-            "label_threshold": _number(threshold),
-        }
-        if cursor is not None:
-            previous, earlier = _read_cursor_file(Path(cursor), series)
-        elif since_last:
-            assert manifest_path is not None
-            previous, earlier = _previous_export(manifest_path, series)
-        else:
-            previous, earlier = None, None
+        filters = _filters(min_rating, start, end, route, user)
+        series = _series(client.url, info, fmt, filters, policy, threshold)
+        previous, earlier = _earlier_export(series, manifest_path, since_last, cursor)
         run = _Run(config, fmt, policy, min_rating, threshold, previous)
-        where = {k: v for k, v in (("route", route), ("user_id", user)) if v is not None}
+        where = _where(route, user)
         tasks = _tasks(client, info["id"], where, page_size)
         bar = _Progress(sys.stderr.isatty() if progress is None else progress)
         written = _write(run.rows(tasks, where, start, end, bar, page_size), out)
@@ -548,6 +570,70 @@ def export_dataset(
     finally:
         if owned:
             client.close()
+
+
+def _check_options(fmt: str, policy: str, since_last: bool, cursor: str | os.PathLike[str] | None) -> None:
+    """Refuse (ValueError) an unknown format or policy, or both ways of finding the previous export."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
+    if since_last and cursor is not None:
+        raise ValueError("give either since_last or a cursor file, not both")
+
+
+def _client(client: LabelStudioClient | None, url: str | None, api_key: str | None) -> tuple[LabelStudioClient, bool]:
+    """The client to read with, and whether it was made here (and is to be closed here)."""
+    if client is not None:
+        return client, False
+    settings = Settings(url=url, api_key=api_key)
+    return LabelStudioClient(settings.url or "", settings.api_key, timeout=settings.timeout_s), True
+
+
+def _filters(
+    min_rating: float | None, start: datetime | None, end: datetime | None, route: str | None, user: str | None
+) -> dict[str, Any]:
+    """The filters of an export, as its manifest records them."""
+    return {
+        "min_rating": min_rating,
+        "since": start.isoformat() if start else None,
+        "until": end.isoformat() if end else None,
+        "route": route,
+        "user": user,
+    }
+
+
+def _series(
+    url: str, project: dict[str, Any], fmt: Format, filters: dict[str, Any], policy: Policy, threshold: float
+) -> dict[str, Any]:
+    """What an export is a version of: exports with the same series are versions of one dataset."""
+    return {
+        "label_studio_url": public_url(url),
+        "project": {"id": project["id"], "title": project.get("title")},
+        "format": fmt,
+        "filters": filters,
+        "policy": policy,
+        "label_threshold": _number(threshold),
+    }
+
+
+def _earlier_export(
+    series: dict[str, Any], manifest_path: Path | None, since_last: bool, cursor: str | os.PathLike[str] | None
+) -> tuple[Cursor | None, dict[str, Any] | None]:
+    """The cursor an incremental export starts from, with a reference to the export it comes
+    from: the ``cursor`` file's, or (``since_last``) the latest export's beside the manifest;
+    (None, None) for a whole export."""
+    if cursor is not None:
+        return _read_cursor_file(Path(cursor), series)
+    if since_last:
+        assert manifest_path is not None
+        return _previous_export(manifest_path, series)
+    return None, None
+
+
+def _where(route: str | None, user: str | None) -> dict[str, Any]:
+    """The task ``data`` values the route and user filters ask for."""
+    return {k: v for k, v in (("route", route), ("user_id", user)) if v is not None}
 
 
 # -- versions: the manifest and the cursor -----------------------------------------------------
