@@ -156,9 +156,7 @@ class LabelStudioMiddleware:
         feedback_token_limit: int | None = 5,
     ) -> None:
         self.app = app
-        if not 0.0 <= sample_rate <= 1.0:
-            raise ValueError(f"sample_rate must be between 0 and 1, not {sample_rate!r}")
-        self.sample_rate = sample_rate
+        self.sample_rate = _sample_rate(sample_rate)
         settings = Settings.resolve(
             settings,
             type(self).__name__,
@@ -172,32 +170,54 @@ class LabelStudioMiddleware:
         )
         self.pipeline: Pipeline = get_pipeline(settings)
         register_metrics()
-        prefixes = sorted(
-            ((p.rstrip("/") or "/", as_project(v)) for p, v in (routes or {}).items()),
-            key=lambda item: len(item[0]),
-            reverse=True,
+        self.routes = _routes(routes or {}, settings.url)
+        self._default_route = _route(DEFAULT_ROUTE, default, settings.url) if default is not None else None
+        self.default = self._default_route.project if self._default_route is not None else None
+        self.record_headers = _recorded_headers(record_headers)
+        self.opt_out_header = _header_key(opt_out_header)
+        self._setup_feedback(
+            feedback_secret or Settings.feedback_secret_from_env(),
+            feedback_ttl_s,
+            feedback_header,
+            feedback_in_body,
+            client_limit=feedback_client_limit,
+            target_limit=feedback_target_limit,
+            token_limit=feedback_token_limit,
         )
-        self.routes = [_Route(p, project, deployment_id(settings.url, p, project)) for p, project in prefixes]
-        self.default = as_project(default) if default is not None else None
-        self._default_route = (
-            _Route(DEFAULT_ROUTE, self.default, deployment_id(settings.url, DEFAULT_ROUTE, self.default))
-            if self.default is not None
-            else None
-        )
-        self.record_headers = [h.lower().encode() for h in record_headers if not _is_secret_header(h.lower())]
-        self.opt_out_header = opt_out_header.lower().encode()
-        secret = feedback_secret or Settings.feedback_secret_from_env()
-        self.feedback = FeedbackTokens(secret.encode(), feedback_ttl_s) if secret else None
-        self.feedback_header = feedback_header.lower().encode()
-        self.feedback_in_body = feedback_in_body
+        self.user_header = _header_key(user_header)
+        self.session_header = _header_key(session_header)
+        self.request_id_header = _header_key(request_id_header)
+        self.identify = identify
+        self.prefix = prefix.rstrip("/")
+        self.health = health
+        self._health_view = _HealthView(self.pipeline, health_guard)
+        self.drain_timeout_s = drain_timeout_s
+        self.max_chars = max_chars
+        self._matches: dict[str, tuple[str, _Route] | None] = {}
+
+    def _setup_feedback(
+        self,
+        secret: str | None,
+        ttl_s: float,
+        header: str,
+        in_body: bool,
+        *,
+        client_limit: int | None,
+        target_limit: int | None,
+        token_limit: int | None,
+    ) -> None:
+        """Feedback tokens and ``POST {prefix}/feedback`` when there is a secret; a warning when not."""
+        self.feedback = FeedbackTokens(secret.encode(), ttl_s) if secret else None
+        self.feedback_header = _header_key(header)
+        self.feedback_in_body = in_body
         self._feedback_endpoint = (
             _FeedbackEndpoint(
                 self.feedback,
                 self.pipeline,
                 {r.key: r for r in [*self.routes, self._default_route] if r is not None},
-                client_limit=feedback_client_limit,
-                target_limit=feedback_target_limit,
-                token_limit=feedback_token_limit,
+                client_limit=client_limit,
+                target_limit=target_limit,
+                token_limit=token_limit,
             )
             if self.feedback is not None
             else None
@@ -207,16 +227,6 @@ class LabelStudioMiddleware:
                 "Label Studio feedback is disabled: set LABEL_STUDIO_FEEDBACK_SECRET (or feedback_secret=) "
                 "to give each captured response a feedback token"
             )
-        self.user_header = user_header.lower().encode()
-        self.session_header = session_header.lower().encode()
-        self.request_id_header = request_id_header.lower().encode()
-        self.identify = identify
-        self.prefix = prefix.rstrip("/")
-        self.health = health
-        self._health_view = _HealthView(self.pipeline, health_guard)
-        self.drain_timeout_s = drain_timeout_s
-        self.max_chars = max_chars
-        self._matches: dict[str, tuple[str, _Route] | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -542,9 +552,8 @@ def _counters(pipeline: Pipeline) -> tuple[Any, ...]:
     """What moves when this process captures, delivers or fails (read without a lock: a hint)."""
     m = pipeline.metrics
     skipped = sum(list(m.skipped.values()))
-    return (
-        m.captured, m.committed, m.delivered, m.updated, m.retried, m.dead_lettered, m.dropped, skipped, m.last_error_at
-    )
+    counts = (m.captured, m.committed, m.delivered, m.updated, m.retried, m.dead_lettered, m.dropped)
+    return (*counts, skipped, m.last_error_at)
 
 
 class _HealthView:
@@ -630,6 +639,36 @@ def _bearer_matches(scope: Scope, expected: bytes) -> bool:
 
 async def _refuse(send: Send) -> None:
     await _send_json(send, 401, {"error": "not allowed"}, [(b"www-authenticate", b"Bearer")])
+
+
+def _sample_rate(rate: float) -> float:
+    """``rate`` if it is a share of sessions (0 to 1); ValueError otherwise."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"sample_rate must be between 0 and 1, not {rate!r}")
+    return rate
+
+
+def _route(key: str, project: ProjectLike, url: str) -> _Route:
+    """A captured route: its key, its project, and the deployment id its feedback tokens name."""
+    resolved = as_project(project)
+    return _Route(key, resolved, deployment_id(url, key, resolved))
+
+
+def _routes(routes: Mapping[str, ProjectLike], url: str) -> list[_Route]:
+    """The captured routes of ``routes`` (prefix -> project), the longest prefix first, so that
+    the first match is the most specific; prefixes lose their trailing ``/`` (``/`` stays)."""
+    found = [_route(prefix.rstrip("/") or "/", project, url) for prefix, project in routes.items()]
+    return sorted(found, key=lambda route: len(route.key), reverse=True)
+
+
+def _header_key(name: str) -> bytes:
+    """A header name as ASGI scopes carry it (lower case, bytes)."""
+    return name.lower().encode()
+
+
+def _recorded_headers(names: Iterable[str]) -> list[bytes]:
+    """The headers ``record_headers`` names, without those that may hold credentials."""
+    return [_header_key(name) for name in names if not _is_secret_header(name.lower())]
 
 
 #: Headers never recorded, whatever ``record_headers`` says.
