@@ -271,10 +271,17 @@ def _dead_letter_action(args: argparse.Namespace, settings: Settings, outbox: Ou
     if action == "drop":
         print(f"dropped {outbox.drop_dead_letters(seqs)} dead letter(s)")
         return 0
-    moved = outbox.requeue_dead_letters(seqs)
-    print(f"{moved} dead letter(s) back in the queue")
-    if moved and not args.no_deliver:
-        _deliver_now(settings, args.timeout)
+    with _library_logs_off():  # delivery errors are in the command's one error line
+        retried = operations.retry_dead_letters(
+            settings,
+            outbox,
+            seqs,
+            deliver=not args.no_deliver,
+            timeout=args.timeout,
+            on_requeued=lambda n: print(f"{n} dead letter(s) back in the queue", flush=True),
+        )
+    if retried.delivered is not None:
+        print(f"delivered {retried.delivered} record(s) to {settings.url}")
     return 0
 
 
@@ -287,24 +294,6 @@ def _library_logs_off() -> Iterator[None]:
         yield
     finally:
         logger.disabled = previous
-
-
-def _deliver_now(settings: Settings, timeout: float) -> None:
-    """Deliver the configured server's outbox to that server (``settings.url``) until it is empty."""
-    settings.deliver = True
-    with _library_logs_off():  # its errors are in the one line below
-        pipeline = Pipeline(settings)
-        try:
-            delivered = pipeline.flush(timeout)
-            health = pipeline.health()
-        finally:
-            pipeline.close(timeout=1)
-    if not delivered or health["dead_lettered"]:
-        raise ValueError(
-            f"not all delivered: {health['pending']} pending, {health['dead_lettered']} "
-            f"dead-lettered again; last error: {health['last_error']}"
-        )
-    print(f"delivered {health['delivered']} record(s) to {settings.url}")
 
 
 def _deliver(args: argparse.Namespace) -> int:

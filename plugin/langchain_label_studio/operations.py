@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .client import AuthError, LabelStudioClient, LabelStudioError, is_personal_access_token
 from .label_config import check_mode, parse_layout
 from .outbox import Outbox, SQLiteOutbox
+from .pipeline import Pipeline
 from .project import Project, as_project
 from .settings import Settings
 
@@ -138,6 +142,66 @@ def status(settings: Settings, only_configured: bool = False) -> list[dict[str, 
         finally:
             outbox.close()
     return reports
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What :func:`retry_dead_letters` did: dead letters put back in the queue, and records
+    delivered (None when it did not deliver: nothing requeued, or ``deliver=False``)."""
+
+    requeued: int
+    delivered: int | None
+
+
+def retry_dead_letters(
+    settings: Settings,
+    outbox: Outbox,
+    seqs: list[int] | None = None,
+    *,
+    deliver: bool = True,
+    timeout: float = 120.0,
+    client: LabelStudioClient | None = None,
+    on_requeued: Callable[[int], None] | None = None,
+) -> Retried:
+    """Put dead letters of the configured server's ``outbox`` back in its queue (those numbered
+    ``seqs``, or all), then, with ``deliver``, deliver that outbox to that server
+    (:func:`deliver_outbox`). ``on_requeued(n)`` hears how many went back before delivery starts.
+
+    Raises:
+        ValueError: not everything was delivered within ``timeout`` seconds, or some records
+            were refused again (with the counts and the last error).
+    """
+    requeued = outbox.requeue_dead_letters(seqs)
+    if on_requeued is not None:
+        on_requeued(requeued)
+    if not requeued or not deliver:
+        return Retried(requeued, None)
+    health = deliver_outbox(settings, timeout, client=client)
+    return Retried(requeued, int(health["delivered"]))
+
+
+def deliver_outbox(settings: Settings, timeout: float, *, client: LabelStudioClient | None = None) -> dict[str, Any]:
+    """Deliver the configured server's outbox to that server (``settings.url``, or ``client``)
+    until it is empty; returns the health of the pipeline that delivered it.
+
+    Raises:
+        ValueError: not everything was delivered within ``timeout`` seconds, or some records
+            were refused again (with the counts and the last error).
+    """
+    settings = copy.copy(settings)
+    settings.deliver = True
+    pipeline = Pipeline(settings, client=client)
+    try:
+        delivered = pipeline.flush(timeout)
+        health = pipeline.health()
+    finally:
+        pipeline.close(timeout=1)
+    if not delivered or health["dead_lettered"]:
+        raise ValueError(
+            f"not all delivered: {health['pending']} pending, {health['dead_lettered']} "
+            f"dead-lettered again; last error: {health['last_error']}"
+        )
+    return health
 
 
 def load_app(target: str) -> Any:

@@ -37,15 +37,18 @@ logger = logging.getLogger("langchain_label_studio")
 
 
 class Pipeline:
-    """One outbox and its worker threads for one Label Studio server."""
+    """One outbox and its worker threads for one Label Studio server.
 
-    def __init__(self, settings: Settings) -> None:
+    ``client`` talks to that server (default: one made from the settings' URL, key and timeout).
+    """
+
+    def __init__(self, settings: Settings, client: LabelStudioClient | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.outbox = open_outbox(settings)
         self._meta_written = False
         self.metrics.on_error = lambda message, at: self.outbox.set_meta(last_error=message, last_error_at=str(at))
-        self.client = LabelStudioClient(settings.url, settings.api_key, timeout=settings.timeout_s)
+        self.client = client or LabelStudioClient(settings.url, settings.api_key, timeout=settings.timeout_s)
         self.delivery = Delivery(self.client, self.outbox, self.metrics, batch_size=settings.batch_size)
         self.redactor = Redactor(builtin=settings.redact, patterns=settings.redact_patterns)
         self._buffer: deque[CaptureRecord] = deque()
