@@ -327,17 +327,11 @@ def up(
     data = Path(data_dir).expanduser().resolve() if data_dir else default_data_dir(port)
     private_dir(data)
     with _file_lock(data / ".up.lock"):
-        wanted = None if database is None else ("" if database == SQLITE else database)
-        db_env = database_env(wanted or "")  # checks the URL before anything starts
+        wanted = wanted_database(database)
+        database_env(wanted or "")  # checks the URL before anything starts
         running = status(port, data)
         if running:
-            if wanted is not None and wanted != running.database:
-                raise LocalError(
-                    f"the Label Studio of {data} runs on {running.database_label}; "
-                    "stop it (local down) to start it on another database"
-                )
-            password_file(running)
-            return running
+            return _reuse(running, wanted, data)
         url = url_for(host, port)
         if _healthy(url, timeout=1.0):
             raise LocalError(f"port {port} already serves another Label Studio; pick another --port")
@@ -345,43 +339,15 @@ def up(
         previous = _load(data)
         if wanted is None:
             wanted = previous.database if previous else ""
-            db_env = database_env(wanted)
-        legacy = previous.legacy_token if previous else secrets.token_hex(20)
-        password = previous.password if previous else secrets.token_urlsafe(12)
-        env = {
-            **{k: v for k, v in os.environ.items() if not _label_studio_db_var(k)},
-            **db_env,
-            "LABEL_STUDIO_BASE_DATA_DIR": str(data),
-            "LABEL_STUDIO_USERNAME": ADMIN_EMAIL,
-            "LABEL_STUDIO_PASSWORD": password,
-            "LABEL_STUDIO_USER_TOKEN": legacy,
-            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-        }
+        password, legacy = _credentials(previous)
+        env = server_env(dict(os.environ), wanted, data, password, legacy)
         if wanted and ensure_database(exe, env) and not (previous and previous.database == wanted):
             raise LocalError(
                 f"{redact_database(wanted)} holds a Label Studio made with another data directory (its admin's "
                 f"password and tokens are not in {data}): pass that --data-dir, or use a new database"
             )
-        log = open(data / "label-studio.log", "ab")
-        proc = subprocess.Popen(
-            start_command(exe, port, host, url),
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=data,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while not _healthy(url):
-            if proc.poll() is not None:
-                raise LocalError(f"Label Studio exited with {proc.returncode}; see {data / 'label-studio.log'}")
-            if time.monotonic() > deadline:
-                _stop_pid(proc.pid)
-                raise LocalError(f"Label Studio did not answer /health within {timeout:.0f}s")
-            time.sleep(1.0)
+        proc = _start(start_command(exe, port, host, url), env, data)
+        _wait_healthy(proc, url, timeout, data / "label-studio.log")
         try:
             api_key = previous.api_key if previous and _token_works(url, previous.api_key) else _mint_pat(url, legacy)
         except (LocalError, httpx.HTTPError):
@@ -390,6 +356,75 @@ def up(
         server = LocalServer(url, port, str(data), proc.pid, ADMIN_EMAIL, password, legacy, api_key, host, wanted)
         _save(server)
         return server
+
+
+def wanted_database(database: str | None) -> str | None:
+    """The database ``up`` was asked for, as :class:`LocalServer` records it: ``""`` for SQLite,
+    a PostgreSQL URL, or None for "the one this data directory used last"."""
+    if database is None:
+        return None
+    return "" if database == SQLITE else database
+
+
+def _reuse(running: LocalServer, wanted: str | None, data: Path) -> LocalServer:
+    """The server already running on ``data``, unless it runs on another database than ``wanted``."""
+    if wanted is not None and wanted != running.database:
+        raise LocalError(
+            f"the Label Studio of {data} runs on {running.database_label}; "
+            "stop it (local down) to start it on another database"
+        )
+    password_file(running)
+    return running
+
+
+def _credentials(previous: LocalServer | None) -> tuple[str, str]:
+    """The admin's password and legacy token: those of the server last started on the data
+    directory (its database knows them), else new ones."""
+    if previous is not None:
+        return previous.password, previous.legacy_token
+    return secrets.token_urlsafe(12), secrets.token_hex(20)
+
+
+def server_env(environ: dict[str, str], database: str, data: Path, password: str, legacy: str) -> dict[str, str]:
+    """Label Studio's environment: ``environ`` without the variables that would choose its
+    database, then ``database``'s, the data directory, and the admin created without a prompt."""
+    return {
+        **{k: v for k, v in environ.items() if not _label_studio_db_var(k)},
+        **database_env(database),
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
+        "LABEL_STUDIO_USERNAME": ADMIN_EMAIL,
+        "LABEL_STUDIO_PASSWORD": password,
+        "LABEL_STUDIO_USER_TOKEN": legacy,
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+    }
+
+
+def _start(command: list[str], env: dict[str, str], data: Path) -> subprocess.Popen[bytes]:
+    """Start Label Studio in a session of its own, in ``data``, logging to ``label-studio.log`` there."""
+    with open(data / "label-studio.log", "ab") as log:
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=data,
+        )
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float, log: Path) -> None:
+    """Wait until the server at ``url`` answers ``/health``; LocalError if its process exits
+    first, or (the process stopped) if ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not _healthy(url):
+        if proc.poll() is not None:
+            raise LocalError(f"Label Studio exited with {proc.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            _stop_pid(proc.pid)
+            raise LocalError(f"Label Studio did not answer /health within {timeout:.0f}s")
+        time.sleep(1.0)
 
 
 def _label_studio_db_var(name: str) -> bool:
