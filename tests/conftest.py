@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -181,6 +183,17 @@ def tasks_where(admin: LabelStudioClient, title: str, **data: object) -> list[di
         tasks += [t for t in batch if all(t["data"].get(k) == v for k, v in data.items())]
         page += 1
     return sorted(tasks, key=lambda t: t["id"])
+
+
+def eventually(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Poll ``condition`` until it returns something true, and return that; fail naming ``what``
+    after ``timeout`` seconds. For a state a test waits for (an error reported, records on disk)
+    instead of a fixed wait that a slow machine could outlast."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
+        time.sleep(0.05)
+    return found
 
 
 def wait_healthy(base_url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
