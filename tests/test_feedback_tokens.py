@@ -261,6 +261,25 @@ def test_no_token_for_a_sampled_out_request(unit_env) -> None:
     assert [r.data["session_id"] for r in unit_env if r.kind == "capture"] == [inside]
 
 
+def test_no_token_when_no_run_is_recorded(unit_env) -> None:
+    """A mapped route that runs no chain, or whose run opts out in its metadata, makes no task: no token."""
+    app = build({"/echo": PROMPTS, "/chat": CHAT, "/quiet": PROMPTS})
+
+    @app.post("/echo/plain")
+    def plain() -> dict[str, str]:  # a mapped route, but no LangChain run
+        return {"ok": "yes"}
+
+    quiet = RunnableLambda(echo).with_config(metadata={"label_studio_capture": False})
+    add_routes(app, quiet, path="/quiet")
+    with TestClient(app) as c:
+        assert TOKEN_HEADER not in c.post("/echo/plain").headers
+        assert TOKEN_HEADER not in ask(c, "/quiet").headers
+        assert TOKEN_HEADER in ask(c, "/echo").headers
+        stream = c.post("/echo/stream", json={"input": {"text": "hi"}})  # its run starts after the response
+        assert TOKEN_HEADER in stream.headers
+    assert len([r for r in unit_env if r.kind == "capture"]) == 2
+
+
 def test_no_feedback_without_a_secret(unit_env) -> None:
     with TestClient(build(feedback_secret=None)) as c:
         assert TOKEN_HEADER not in ask(c).headers

@@ -100,6 +100,9 @@ class CaptureHandler(BaseCallbackHandler):
         self.max_chars = max_chars
         self._roots: dict[UUID, _Root] = {}
         self._root_of: dict[UUID, UUID] = {}
+        #: Root runs started that are recorded (their records are made when they end), and that opted out.
+        self._recorded_roots = 0
+        self._opted_out_roots = 0
         #: Challenger jobs of this request, started once its response has been sent (``finish``).
         self._challenges: list[challenger.Job] = []
 
@@ -115,6 +118,10 @@ class CaptureHandler(BaseCallbackHandler):
             root = self._roots[run_id] = _Root(
                 metadata=dict(kwargs.get("metadata") or {}), tags=list(kwargs.get("tags") or [])
             )
+            if _opted_out(root.metadata):
+                self._opted_out_roots += 1
+            else:
+                self._recorded_roots += 1
             self._root_of[run_id] = run_id
             _current_root.set(run_id)
             return root
@@ -303,9 +310,14 @@ class CaptureHandler(BaseCallbackHandler):
         )
         return user, session
 
+    def records_runs(self, expected: bool = False) -> bool:
+        """Whether this request's runs make a record: a recorded root run has started, or (with
+        ``expected``, for a response that starts before its run does) none has opted out yet."""
+        return self._recorded_roots > 0 or (expected and self._opted_out_roots == 0)
+
     def _kept(self, meta: dict[str, Any], session: str | None) -> bool:
         """False (and counted) for a run that opted out or a session outside the sample."""
-        if meta.get(OPT_OUT_KEY) is not None and str(meta[OPT_OUT_KEY]).lower() in ("false", "off", "0", "no"):
+        if _opted_out(meta):
             self.pipeline.metrics.skip("opted_out")
             return False
         if not sampled(session or self.context.request_id or "", self.context.sample_rate):
@@ -390,6 +402,12 @@ def _messages_of(value: Any) -> list[BaseMessage] | None:
     if isinstance(value, list) and value and all(isinstance(m, BaseMessage) for m in value):
         return value
     return None
+
+
+def _opted_out(metadata: dict[str, Any]) -> bool:
+    """Whether run metadata keeps the run out (``{OPT_OUT_KEY: False}``)."""
+    value = metadata.get(OPT_OUT_KEY)
+    return value is not None and str(value).lower() in ("false", "off", "0", "no")
 
 
 def _user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -265,7 +265,8 @@ class LabelStudioMiddleware:
         token = current_handler.set(handler)
         in_body = self.feedback_in_body and path.rsplit("/", 1)[-1] in ("invoke", "batch")
         try:
-            await self.app(scope, receive, _Responder(self, send, context, route, in_body))
+            streams = path.rsplit("/", 1)[-1] in _STREAMS
+            await self.app(scope, receive, _Responder(self, send, handler, route, in_body, streams))
         finally:
             current_handler.reset(token)
             handler.finish()
@@ -367,23 +368,37 @@ class LabelStudioMiddleware:
         return wrapped
 
 
+#: LangServe endpoints whose response starts before the run does.
+_STREAMS = frozenset({"stream", "stream_log", "stream_events"})
+
+
 class _Responder:
     """The ``send`` of one captured request.
 
     At the response start it adds the server's request id and, when the status is 2xx and
-    the request is captured, a feedback token. With ``in_body`` it also puts the token into
-    LangServe's ``metadata.feedback_tokens`` of a 200 JSON answer (buffering that answer,
-    as ``/invoke`` and ``/batch`` answers are anyway); everything else passes untouched.
+    the request is captured (in the sample, and a LangChain run of it is recorded), a
+    feedback token. With ``in_body`` it also puts the token into LangServe's
+    ``metadata.feedback_tokens`` of a 200 JSON answer (buffering that answer, as ``/invoke``
+    and ``/batch`` answers are anyway); everything else passes untouched.
     """
 
     def __init__(
-        self, middleware: LabelStudioMiddleware, send: Send, context: CaptureContext, route: _Route, in_body: bool
+        self,
+        middleware: LabelStudioMiddleware,
+        send: Send,
+        handler: CaptureHandler,
+        route: _Route,
+        in_body: bool,
+        streams: bool,
     ) -> None:
         self.middleware = middleware
         self.send = send
-        self.context = context
+        self.handler = handler
+        self.context = handler.context
         self.route = route
         self.in_body = in_body
+        #: A LangServe stream: its response starts before its run does.
+        self.streams = streams
         self.token: str | None = None
         self._held: Message | None = None
         self._chunks: list[bytes] = []
@@ -403,7 +418,7 @@ class _Responder:
         headers = list(message.get("headers") or [])
         present = {k.lower() for k, _ in headers}
         extra = [(mw.request_id_header, (self.context.request_id or "").encode())]
-        if 200 <= status < 300:
+        if 200 <= status < 300 and self.handler.records_runs(expected=self.streams):  # no run: no task, no token
             self.token = mw._feedback_token(self.context, self.route)
             if self.token is not None:
                 extra.append((mw.feedback_header, self.token.encode()))
