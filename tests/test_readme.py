@@ -72,7 +72,7 @@ NOT_RUN = {
     'pip install -e ".[all]"': "installs the package; tests/test_wheel.py builds the wheel and installs it",
     "export LABEL_STUDIO_URL=http://localhost:8080": "placeholders for the user's server; the tests set both",
     "python3 -m venv .venv-langgraph": "a second virtualenv and langgraph dev (tests/test_langgraph_server.py)",
-    'pip install "langchain-label-studio[langserve,langgraph,postgres]"': "an install and a placeholder database "
+    'pip install -e ".[all,postgres]"': "an install and a placeholder database "
     "host; tests/test_replicas.py runs the PostgreSQL outbox",
 }
 
