@@ -200,8 +200,7 @@ class Pipeline:
                 self.redactor.record(record)
                 step = "encoding"
                 finish(record, record.max_chars or DEFAULT_MAX_CHARS)
-                record.seal()
-                record.to_json()
+                record.seal()  # the JSON itself is made once, by the outbox (:meth:`_store` isolates a failure)
             except Exception as exc:
                 # Only the error's type: its message may quote the content, which is never logged.
                 self.metrics.skip(f"{step}_error")
