@@ -19,6 +19,7 @@ from .outbox import Outbox, SQLiteOutbox
 from .pipeline import Pipeline
 from .project import Project, as_project
 from .settings import Settings
+from .urls import public_url
 
 
 class AppImportError(ValueError):
@@ -85,9 +86,7 @@ def server_of(outbox: Outbox) -> str | None:
 def outbox_home(settings: Settings) -> str:
     """Where :func:`outboxes` looks, for messages."""
     if settings.outbox:
-        from .outbox.postgres import redacted
-
-        return f"{redacted(settings.outbox)} (schema {settings.outbox_schema})"
+        return f"{public_url(settings.outbox)} (schema {settings.outbox_schema})"
     return str(settings.state_dir)
 
 

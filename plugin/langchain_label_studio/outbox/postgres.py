@@ -139,11 +139,6 @@ def _key(text: str) -> int:
     return value
 
 
-def redacted(url: str) -> str:
-    """The URL without its credentials (``user:password@`` or a ``password=`` parameter)."""
-    return public_url(url)
-
-
 class PostgresOutbox:
     """An :class:`~langchain_label_studio.outbox.Outbox` in PostgreSQL, shared by replicas.
 
@@ -169,7 +164,7 @@ class PostgresOutbox:
         self.unknown_grace_s = unknown_grace_s
         self.pool_size = pool_size
         self.connect_timeout_s = connect_timeout_s
-        self.location = f"{redacted(url)} (schema {schema})"
+        self.location = f"{public_url(url)} (schema {schema})"
         self._pool: ConnectionPool | None = None
         self._pid = -1
         self._guard = threading.Lock()
@@ -216,7 +211,7 @@ class PostgresOutbox:
                     self._schema_ready = True
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise OutboxUnavailable(f"the PostgreSQL outbox at {redacted(self.url)} is unavailable: {exc}") from None
+            raise OutboxUnavailable(f"the PostgreSQL outbox at {public_url(self.url)} is unavailable: {exc}") from None
 
     def _migrate(self, conn: psycopg.Connection) -> None:
         """:meth:`_create_schema`, any failure of which leaves the outbox unavailable (captures
@@ -292,7 +287,7 @@ class PostgresOutbox:
                 if _one(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_OWNER_NS, owner)))[0]:
                     break
         except psycopg.OperationalError as exc:
-            raise OutboxUnavailable(f"the PostgreSQL outbox at {redacted(self.url)} is unavailable: {exc}") from None
+            raise OutboxUnavailable(f"the PostgreSQL outbox at {public_url(self.url)} is unavailable: {exc}") from None
         self._owner_conn, self._owner, self._owner_pid = conn, owner, os.getpid()
         return owner
 
@@ -516,7 +511,7 @@ class PostgresOutbox:
                     return []
                 return [row[0] for row in conn.execute(query).fetchall()]
         except psycopg.OperationalError as exc:
-            raise OutboxUnavailable(f"the PostgreSQL outbox at {redacted(url)} is unavailable: {exc}") from None
+            raise OutboxUnavailable(f"the PostgreSQL outbox at {public_url(url)} is unavailable: {exc}") from None
 
 
 def _one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
