@@ -83,20 +83,21 @@ class Settings:
     outbox: str | None = field(repr=False)
     outbox_schema: str
     deliver: bool
-    batch_size: int = 500
-    commit_interval_s: float = 0.05
-    delivery_interval_s: float = 1.0
-    timeout_s: float = 30.0
-    max_buffer: int = 10_000
-    max_outbox_bytes: int | None = 1 << 30
-    exit_timeout_s: float = 5.0
+    # The defaults are those of ``__init__``'s arguments: written once, there.
+    batch_size: int
+    commit_interval_s: float
+    delivery_interval_s: float
+    timeout_s: float
+    max_buffer: int
+    max_outbox_bytes: int | None
+    exit_timeout_s: float
     #: Built-in redaction of e-mails, phones, cards, IBANs and secrets (see ``redact``).
-    redact: bool = True
+    redact: bool
     #: Extra redaction rules, ``{"NAME": regex}``: matches become ``<NAME>``.
-    redact_patterns: Mapping[str, str] = field(default_factory=dict)
+    redact_patterns: Mapping[str, str]
     #: ``before_capture(record)`` sees every record before it is stored; return the
     #: (changed) record, or None to drop it.
-    before_capture: Callable[[Any], Any] | None = None
+    before_capture: Callable[[Any], Any] | None
 
     def __init__(
         self,
