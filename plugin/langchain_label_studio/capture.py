@@ -35,6 +35,7 @@ from .pipeline import Pipeline
 from .project import Project
 from .record import CaptureRecord
 from .sanitize import DEFAULT_MAX_CHARS, Sanitizer, to_text
+from .settings import OFF
 
 logger = logging.getLogger("langchain_label_studio")
 
@@ -407,7 +408,7 @@ def _messages_of(value: Any) -> list[BaseMessage] | None:
 def _opted_out(metadata: dict[str, Any]) -> bool:
     """Whether run metadata keeps the run out (``{OPT_OUT_KEY: False}``)."""
     value = metadata.get(OPT_OUT_KEY)
-    return value is not None and str(value).lower() in ("false", "off", "0", "no")
+    return value is not None and str(value).lower() in OFF
 
 
 def _user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from .identity import session_key
 from .project import Project
-from .record import CaptureRecord
+from .record import CaptureRecord, valid_text
 from .urls import public_url
 
 VERSION = "v2"
@@ -41,7 +41,6 @@ DEFAULT_ROUTE = "*"
 FEEDBACK_KEYS = ("feedback", "feedback_score", "feedback_count", "feedback_mean")
 
 _TOKEN = re.compile(rf"v2\.([A-Za-z0-9_-]{{1,{MAX_TOKEN_CHARS}}})\.([A-Za-z0-9_-]{{43}})")
-_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class FeedbackError(Exception):
@@ -220,10 +219,7 @@ def _comment(value: Any) -> str | None:
         raise FeedbackError(422, "comment must be text")
     if len(value) > MAX_COMMENT_CHARS:
         raise FeedbackError(422, f"comment is longer than {MAX_COMMENT_CHARS} characters")
-    text: str = value
-    if not text.isascii():
-        text = _SURROGATES.sub("\ufffd", text)  # lone surrogates: no UTF-8 text can hold them
-    return text.replace("\x00", "")
+    return valid_text(value).replace("\x00", "")  # lone surrogates: no UTF-8 text can hold them
 
 
 def feedback_record(

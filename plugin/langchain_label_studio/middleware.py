@@ -56,7 +56,7 @@ from .prometheus import metrics_text
 from .prometheus import register as register_metrics
 from .record import new_id
 from .sanitize import DEFAULT_MAX_CHARS
-from .settings import Settings
+from .settings import OFF, Settings
 
 logger = logging.getLogger("langchain_label_studio")
 Scope = MutableMapping[str, Any]
@@ -256,7 +256,7 @@ class LabelStudioMiddleware:
             return
         path_route, route = match
         headers = dict(scope.get("headers") or [])
-        if headers.get(self.opt_out_header, b"").strip().lower() in (b"off", b"false", b"0", b"no"):
+        if headers.get(self.opt_out_header, b"").decode("latin-1").strip().lower() in OFF:
             self.pipeline.metrics.skip("opted_out")
             await self.app(scope, receive, send)
             return
