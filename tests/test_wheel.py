@@ -21,7 +21,7 @@ import httpx
 import pytest
 from conftest import ROOT, tasks_where
 from faults import free_port
-from test_readme import block
+from test_readme import block, served
 
 from langchain_label_studio import local
 from langchain_label_studio.client import LabelStudioClient
@@ -154,29 +154,8 @@ def quick_start_app(venv: Path, label_studio: local.LocalServer, tmp_path: Path)
     (tmp_path / "app.py").write_text(block("import uuid").text)
     port = free_port()
     env = clean_env(**label_studio.env(), LABEL_STUDIO_STATE_DIR=str(tmp_path / "state"))
-    with open(tmp_path / "uvicorn.log", "wb") as log:
-        proc = subprocess.Popen(
-            [str(venv / "bin" / "uvicorn"), "app:app", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/joke/input_schema").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "uvicorn.log").read_text()[-3000:]
-        time.sleep(0.2)
-    try:
+    with served(tmp_path, f"{venv / 'bin' / 'uvicorn'} app:app --port {port}", env, port) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def test_the_installed_wheel_captures_into_label_studio(quick_start_app: str, admin: LabelStudioClient):
