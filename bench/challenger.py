@@ -24,29 +24,20 @@ Target: the p99 with the challenger within 1.05x of the p99 without.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from bench.overhead import label_studio_beside, measure
-from langchain_label_studio import local
+from bench.overhead import label_studio_beside, load_arguments, measure
 
 TARGET_P99 = 1.05
 CHALLENGER_MS = 200
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--label-studio-port", type=int, default=local.DEFAULT_PORT)
-    parser.add_argument("--label-studio-data-dir", help="its data directory (default: the port's own)")
-    parser.add_argument("--only", help="run only scenarios whose name contains this text")
-    args = parser.parse_args()
+    args = load_arguments(__doc__, rounds=3)
 
     server = label_studio_beside(args.label_studio_port, args.label_studio_data_dir)
     state = Path(tempfile.mkdtemp(prefix="bench-challenger-"))

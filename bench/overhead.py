@@ -109,15 +109,20 @@ def label_studio_beside(port: int, data_dir: str | None = None) -> local.LocalSe
     return server
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def load_arguments(description: str | None, rounds: int) -> argparse.Namespace:
+    """The options of a load benchmark: run length, connections, rounds, Label Studio, scenarios."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--label-studio-port", type=int, default=local.DEFAULT_PORT)
     parser.add_argument("--label-studio-data-dir", help="its data directory (default: the port's own)")
     parser.add_argument("--only", help="run only scenarios whose name contains this text")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = load_arguments(__doc__, rounds=2)
 
     server = label_studio_beside(args.label_studio_port, args.label_studio_data_dir)
     proxy = FaultProxy(server.port).start()
