@@ -79,6 +79,8 @@ class LabelStudioClient:
     ) -> None:
         """``transport`` replaces the network (tests use ``httpx.MockTransport``)."""
         self.url = url.rstrip("/")
+        #: Seconds a request may take before it is given up (Label Studio may still carry it out).
+        self.timeout = timeout
         self._api_key = api_key
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         self._access: str | None = None

@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +45,8 @@ class ProjectMissing(LabelStudioError):
     """Feedback names a project that does not exist (feedback never creates one)."""
 
 
+#: Outbox fact: when the write in progress started (empty once it has ended with a known outcome).
+WRITE_STARTED = "write_started"
 #: Feedback records delivered per step, after each batch of captures.
 FEEDBACK_BATCH = 50
 #: Attempts before feedback whose capture has no task is dead-lettered (about an hour of backoff).
@@ -118,6 +122,33 @@ class Delivery:
         self.paused_until = 0.0
         self._projects: dict[str, ResolvedProject] = {}
         self._tabbed: set[int] = set()
+
+    @contextlib.contextmanager
+    def _one_write(self) -> Iterator[None]:
+        """One write at a time to the server, across every process that shares the outbox.
+
+        Label Studio on SQLite can drop the predictions of an import that runs beside another
+        write. A write whose outcome is unknown (its process died during the request, or the
+        request failed after it was sent) may still be running in Label Studio, so the next
+        write waits until the client's timeout has passed since it started.
+        """
+        with self.outbox.lock("import"):
+            started = self.outbox.meta().get(WRITE_STARTED)
+            if started:
+                wait = float(started) + self.client.timeout - time.time()
+                if wait > 0:
+                    time.sleep(min(wait, self.client.timeout))
+            self.outbox.set_meta(**{WRITE_STARTED: repr(time.time())})
+            try:
+                yield
+            except Unavailable as exc:
+                if not exc.maybe_applied:
+                    self.outbox.set_meta(**{WRITE_STARTED: ""})
+                raise
+            except LabelStudioError:
+                self.outbox.set_meta(**{WRITE_STARTED: ""})
+                raise
+            self.outbox.set_meta(**{WRITE_STARTED: ""})
 
     # -- one step ----------------------------------------------------------------------
     def step(self) -> int:
@@ -273,7 +304,7 @@ class Delivery:
                 if data is not None and "priority" in data:  # negative feedback moves a task up the review queue
                     data["priority"] = priority(data)
                 if data is not None:
-                    with self.outbox.lock("import"):
+                    with self._one_write():
                         self.client.update_task(task_id, data)
         delivered = [c.seq for c in batch if c not in waiting]
         self.outbox.done(delivered)
@@ -341,7 +372,7 @@ class Delivery:
             self.outbox.done([c.seq for c in turns])
             self.metrics.add("delivered", len(turns))
             return True
-        with self.outbox.lock("import"):  # one write at a time per server, as for imports
+        with self._one_write():
             task = self.client.get_task(mapping.task_id)
             if task is None or _is_annotated(task):
                 return False
@@ -378,9 +409,7 @@ class Delivery:
         seqs = [c.seq for group, _ in batch for c in group]
         self.outbox.mark_sent(seqs)
         try:
-            # One write at a time per server (imports and session updates): Label Studio on
-            # SQLite can drop the predictions of imports that run beside other writes.
-            with self.outbox.lock("import"):
+            with self._one_write():
                 ids = self.client.import_tasks(project.id, [task for _, task in batch])
         except Rejected as exc:
             if exc.status == 404:  # the project, not a record: nothing to split

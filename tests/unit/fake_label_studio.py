@@ -75,7 +75,7 @@ class FakeLabelStudio:
         self.version = json.loads((FIXTURES / "_meta.json").read_text())["label_studio_version"]
 
     # -- test helpers ------------------------------------------------------------------------------
-    def client(self, api_key: str = LEGACY_TOKEN, timeout: float = 5.0) -> LabelStudioClient:
+    def client(self, api_key: str = LEGACY_TOKEN, timeout: float = 0.2) -> LabelStudioClient:
         """The plugin's client, talking to this fake."""
         return LabelStudioClient(URL, api_key, timeout=timeout, transport=httpx.MockTransport(self.handle))
 

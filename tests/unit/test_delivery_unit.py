@@ -315,3 +315,28 @@ def test_the_fake_answers_from_a_recorded_label_studio(fake) -> None:
     [task_id] = client.import_tasks(pid, [{"data": {"prompt": "q", "capture_id": new_id()}}])
     assert set(client.get_task(task_id)) == set(recorded("task_get")["body"])
     assert client.get_task(999) is None and client.list_tasks(999, 1) == []
+
+
+# -- one write at a time --------------------------------------------------------------------------------------
+
+
+def test_a_write_that_may_still_run_in_label_studio_holds_the_next_one_back(fake, outbox, monkeypatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("langchain_label_studio.delivery.time.sleep", waits.append)
+    delivery = Delivery(fake.client(timeout=30.0), outbox, Metrics(), batch_size=50)
+    outbox.put_many([prompt(n=0)])
+    drain(delivery)
+    assert waits == []  # a write that ended clears the way
+    # A process died during its import (its start is recorded, its end is not).
+    outbox.set_meta(write_started=repr(time.time() - 10))
+    outbox.put_many([prompt(n=1)])
+    drain(delivery)
+    assert len(waits) == 1 and 19 < waits[0] <= 20  # until the dead write's timeout has passed
+    assert len(fake.project_tasks(only_project(fake, "Jokes"))) == 2
+    # A request that timed out after it was sent fences the next write the same way.
+    fake.fail("POST", r"/api/projects/\d+/import", error=httpx.ReadTimeout, applied=False)
+    outbox.put_many([prompt(n=2)])
+    drain(delivery)
+    assert len(waits) == 2 and 29 < waits[1] <= 30
+    assert len(fake.project_tasks(only_project(fake, "Jokes"))) == 3
+    assert outbox.meta()["write_started"] == ""
