@@ -1,4 +1,9 @@
-"""Closed-loop HTTP load: C concurrent clients for T seconds; prints throughput and latency percentiles."""
+"""Closed-loop HTTP load: C concurrent clients for T seconds; prints throughput and latency percentiles.
+
+    load.py URL C T [chat]
+
+With ``chat``, the bench app's chat route: each client one long session (its own ``X-Session-ID``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import time
 import httpx
 
 
-async def run(url: str, concurrency: int, seconds: float) -> dict:
+async def run(url: str, concurrency: int, seconds: float, chat: bool = False) -> dict:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -21,7 +26,12 @@ async def run(url: str, concurrency: int, seconds: float) -> dict:
             n = 0
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                resp = await client.post(url, json={"input": {"topic": f"t{i}-{n}"}}, headers={"X-User-ID": f"u{i}"})
+                if chat:
+                    body = {"input": {"messages": [{"type": "human", "content": f"t{i}-{n}"}]}}
+                    headers = {"X-User-ID": f"u{i}", "X-Session-ID": f"bench-{i}"}
+                else:
+                    body, headers = {"input": {"topic": f"t{i}-{n}"}}, {"X-User-ID": f"u{i}"}
+                resp = await client.post(url, json=body, headers=headers)
                 latencies.append(time.perf_counter() - started)
                 errors += resp.status_code != 200
                 n += 1
@@ -41,4 +51,5 @@ async def run(url: str, concurrency: int, seconds: float) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(run(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))))
+    chat = sys.argv[4:] == ["chat"]
+    print(json.dumps(asyncio.run(run(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), chat))))
