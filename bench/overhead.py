@@ -12,7 +12,8 @@ Load comes from ``wrk`` when it is installed (``apt-get install wrk``), else fro
 The app is pinned to core 0; the load generator and Label Studio to core 1, Label Studio
 at the lowest priority (it would run on another machine in production: here its import
 work must not starve the load generator). Bare and plugin runs alternate. What a challenger adds
-to the plugin is measured the same way by ``bench.challenger``.
+to the plugin is measured the same way by ``bench.challenger``; the plugin beside LangSmith tracing
+and the Langfuse handler, on the prompt and the chat route, by ``bench.peers``.
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ def cpu_s(pid: int) -> float:
 WRK_SCRIPT = ROOT / "bench" / "post.lua"
 
 
-def load_with_wrk(url: str, concurrency: int, seconds: float) -> dict:
-    """Load from ``wrk`` (C, so the load generator is not the bottleneck)."""
-    cmd = [*pinned(1), "wrk", "-t1", f"-c{concurrency}", f"-d{seconds:.0f}s", "--latency", "-s", str(WRK_SCRIPT), url]
+def load_with_wrk(url: str, concurrency: int, seconds: float, chat: bool = False) -> dict:
+    """Load from ``wrk`` (C, so the load generator is not the bottleneck). With ``chat``, the chat route's
+    request, one wrk thread per connection: each connection one long session."""
+    threads = f"-t{concurrency if chat else 1}"
+    cmd = [*pinned(1), "wrk", threads, f"-c{concurrency}", f"-d{seconds:.0f}s", "--latency", "-s", str(WRK_SCRIPT), url]
+    cmd += ["--", "chat"] if chat else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -68,31 +72,38 @@ def load_with_wrk(url: str, concurrency: int, seconds: float) -> dict:
     }
 
 
-def load_with_python(url: str, concurrency: int, seconds: float) -> dict:
+def load_with_python(url: str, concurrency: int, seconds: float, chat: bool = False) -> dict:
+    cmd = [*pinned(1), sys.executable, str(ROOT / "bench" / "load.py"), url, str(concurrency), str(seconds)]
     out = subprocess.run(
-        [*pinned(1), sys.executable, str(ROOT / "bench" / "load.py"), url, str(concurrency), str(seconds)],
+        cmd + (["chat"] if chat else []),
         check=True,
         capture_output=True,
     )
     return json.loads(out.stdout)
 
 
-def measure(env: dict[str, str], args: argparse.Namespace, health: bool = False) -> dict:
-    """One run: a fresh app on core 0, 2 s of warm-up, then ``args.seconds`` of load. With ``health``
-    (an app with the plugin) also the response to one more request (``answer``), the app's health view
-    at the end and how many requests it served in all (``served``)."""
+def measure(env: dict[str, str], args: argparse.Namespace, health: bool = False, path: str = "/ask") -> dict:
+    """One run on the route ``path`` (``/ask`` or ``/chat``): a fresh app on core 0, 2 s of warm-up, then
+    ``args.seconds`` of load. With ``health`` (an app with the plugin) also the response to one more
+    request (``answer``), the app's health view at the end and how many requests it served in all
+    (``served``)."""
     load = load_with_wrk if shutil.which("wrk") else load_with_python
-    with bench_app(env, pinned(0)) as (server, url):
-        warm = load(url, args.concurrency, 2)  # warm-up
+    chat = path == "/chat"
+    with bench_app(env, pinned(0)) as (server, ask_url):
+        url = ask_url.replace("/ask/", f"{path}/")
+        warm = load(url, args.concurrency, 2, chat)  # warm-up
         cpu_before = cpu_s(server.pid)
-        result = load(url, args.concurrency, args.seconds)
+        result = load(url, args.concurrency, args.seconds, chat)
         result["cpu_ms_per_request"] = (cpu_s(server.pid) - cpu_before) * 1000 / max(1, result["requests"])
+        result["warm_requests"] = warm["requests"]
         result["rss_mb"] = rss_mb(server.pid)
         if health:
-            body = {"input": {"topic": "cats"}}
-            result["answer"] = httpx.post(url, json=body, headers={"X-User-ID": "bench"}, timeout=30).json()["output"]
+            body = {"input": {"messages": [{"type": "human", "content": "cats"}]} if chat else {"topic": "cats"}}
+            headers = {"X-User-ID": "bench", **({"X-Session-ID": "bench-health"} if chat else {})}
+            output = httpx.post(url, json=body, headers=headers, timeout=30).json()["output"]
+            result["answer"] = output["messages"][-1]["content"] if chat else output
             result["served"] = 2 + warm["requests"] + result["requests"]  # bench_app's first request and that one
-            result["health"] = httpx.get(url.replace("/ask/invoke", "/label-studio/health"), timeout=30).json()
+            result["health"] = httpx.get(ask_url.replace("/ask/invoke", "/label-studio/health"), timeout=30).json()
         return result
 
 

@@ -18,3 +18,5 @@ wrk.method = "POST"
 wrk.body = '{"input": {"topic": "cats"}}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-User-ID"] = "bench"
+-- as every client sends one (bench/load.py's httpx too); LangServe puts it in the run metadata
+wrk.headers["User-Agent"] = "wrk"
