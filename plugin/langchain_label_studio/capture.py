@@ -36,6 +36,7 @@ from .project import Project
 from .record import CaptureRecord
 from .sanitize import DEFAULT_MAX_CHARS, Sanitizer, to_text
 from .settings import OFF
+from .trace_links import trace_of
 
 logger = logging.getLogger("langchain_label_studio")
 
@@ -80,6 +81,8 @@ class _Root:
     llm_messages: list[BaseMessage] | None = None
     llm_answer: Any = None
     model: str | None = None
+    #: The LangSmith trace of the run, when LangSmith tracing is on for it (task columns).
+    trace: dict[str, str] | None = None
 
 
 class CaptureHandler(BaseCallbackHandler):
@@ -123,6 +126,10 @@ class CaptureHandler(BaseCallbackHandler):
                 self._opted_out_roots += 1
             else:
                 self._recorded_roots += 1
+                try:
+                    root.trace = trace_of(run_id)
+                except Exception:  # a LangSmith problem never stops a capture: no link
+                    root.trace = None
             self._root_of[run_id] = run_id
             _current_root.set(run_id)
             return root
@@ -340,6 +347,8 @@ class CaptureHandler(BaseCallbackHandler):
             extra["model"] = root.model
         if root.name:
             extra["run_name"] = root.name
+        if root.trace:
+            extra.update(root.trace)
         if error is not None:
             extra["error"] = f"{type(error).__name__}: {error}"
         return extra

@@ -31,6 +31,7 @@ from .outbox.base import Claimed, Outbox
 from .project_setup import create_project, default_config, ensure_review_tab
 from .record import CaptureRecord
 from .task import build_task, prediction, priority
+from .trace_links import TraceLinks
 
 
 class ProjectConfigError(LabelStudioError):
@@ -122,6 +123,7 @@ class Delivery:
         self.paused_until = 0.0
         self._projects: dict[str, ResolvedProject] = {}
         self._tabbed: set[int] = set()
+        self.trace_links = TraceLinks()
 
     @contextlib.contextmanager
     def _one_write(self) -> Iterator[None]:
@@ -372,11 +374,12 @@ class Delivery:
             self.outbox.done([c.seq for c in turns])
             self.metrics.add("delivered", len(turns))
             return True
+        data = build_task(record, project.layout)["data"]
+        self.trace_links.add(data)
         with self._one_write():
             task = self.client.get_task(mapping.task_id)
             if task is None or _is_annotated(task):
                 return False
-            data = build_task(record, project.layout)["data"]
             data.update({k: task["data"][k] for k in FEEDBACK_KEYS if k in (task.get("data") or {})})
             data["priority"] = priority(data)
             self.client.update_task(task["id"], data)
@@ -440,7 +443,9 @@ class Delivery:
     def _build(self, project: ResolvedProject, group: list[Claimed]) -> dict[str, Any] | None:
         """The group's task; a record that cannot be made into one is dead-lettered (not left blocking)."""
         try:
-            return build_task(_newest(group).record, project.layout)
+            task = build_task(_newest(group).record, project.layout)
+            self.trace_links.add(task["data"])
+            return task
         except Exception as exc:
             for c in group:
                 self.outbox.dead_letter(c.seq, f"cannot build a task from this capture: {exc!r}")

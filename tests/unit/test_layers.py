@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
         ],
         0,
     ),  # values: plain data and pure functions
-    **dict.fromkeys(["outbox", "client", "delivery", "pipeline", "project_setup"], 1),  # engine
+    **dict.fromkeys(["outbox", "client", "delivery", "pipeline", "project_setup", "trace_links"], 1),  # engine
     **dict.fromkeys(["capture", "challenger", "prometheus"], 2),  # capture core
     **dict.fromkeys(["middleware", "graph", "langgraph_server", "handler"], 3),  # framework adapters
     **dict.fromkeys(["cli", "operations", "export", "local"], 4),  # tools
