@@ -91,3 +91,24 @@ def test_deep_and_huge_values_never_raise(tmp_path_factory, levels, size):
         assert kept.data.get("truncated") is (True if size > 100_000 else None)
     finally:
         pipeline.close(timeout=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prompt=values, data=st.dictionaries(text, values, max_size=5), response=st.one_of(st.none(), text))
+def test_finish_stores_what_the_full_walk_would(prompt, data, response):
+    """``finish`` skips the walk of a record the encoder shows it would not change: never wrongly."""
+    import copy
+
+    from langchain_label_studio.sanitize import _Finisher, finish
+
+    clean = Sanitizer(max_chars=10_000)
+    record = CaptureRecord(project={"title": "P", "id": None}, prompt=clean.value(prompt), data=clean.value(data))
+    record.response = response
+    walked = copy.deepcopy(record)
+    full = _Finisher(10_000)
+    walked.prompt, walked.data = full.value(walked.prompt), full.value(walked.data)
+    walked.response = full.text(walked.response) if walked.response is not None else None
+    if full.truncated:
+        walked.data["truncated"] = True
+    finish(record, 10_000)
+    assert dumps([record.prompt, record.response, record.data]) == dumps([walked.prompt, walked.response, walked.data])

@@ -336,3 +336,35 @@ def test_no_rule_can_backtrack_over_a_long_stretch(rule):
         ops = [op for op, _ in body]
         assert set(ops) <= {_constants.POSSESSIVE_REPEAT, _constants.LITERAL} and _constants.LITERAL in ops, body
         assert rule.pattern in (_JWT, _EMAIL)
+
+
+def test_a_conversation_captured_again_is_redacted_and_counted_the_same_each_time():
+    """Clean strings are remembered (a session's earlier turns are not scanned again); strings
+    with a secret never are, so every capture that holds one is redacted and counted."""
+    history = [{"role": "user", "content": f"turn {i}: tell me about the weather in town {i}"} for i in range(50)]
+    secret = {"role": "user", "content": "and write to me at jane.doe@example.com please, thank you"}
+
+    def capture(dialogue: list[dict[str, Any]]) -> CaptureRecord:
+        project = {"title": "Chats", "id": None}
+        return CaptureRecord(project=project, prompt=copy.deepcopy(dialogue), data={"state": copy.deepcopy(dialogue)})
+
+    remembering, fresh = Redactor(), None
+    for turn in range(3):
+        dialogue = [*history, secret] if turn else history
+        once = remembering.record(capture(dialogue))
+        fresh = Redactor()
+        alone = fresh.record(capture(dialogue))
+        assert (once.prompt, once.data) == (alone.prompt, alone.data)  # as by a redactor that remembers nothing
+    assert remembering.counts == {"EMAIL": 4}  # two captures with the secret, in prompt and state
+    assert fresh.counts == {"EMAIL": 2}
+    assert "jane.doe" not in str(once)
+
+
+def test_what_the_redactor_remembers_is_bounded():
+    from langchain_label_studio.redact import CLEAN_MAX_CHARS
+
+    redactor = Redactor()
+    text = "a harmless sentence about nothing in particular, number "
+    for i in range(CLEAN_MAX_CHARS // len(text) + 5000):
+        redactor.text(f"{text}{i:08d}")
+    assert sum(len(s) for s in redactor._clean) <= CLEAN_MAX_CHARS

@@ -96,7 +96,8 @@ def test_prompt_and_chat_tasks_link_to_their_langsmith_traces(admin, label_studi
     session = f"s-{uuid.uuid4().hex[:8]}"
     with serve("example_app.app:app", label_studio, tmp_path / "state", **env) as app:
         user = f"u-{uuid.uuid4().hex[:6]}"
-        assert app.post("/joke/invoke", json={"input": {"topic": "owls"}}, headers={"X-User-ID": user}).status_code == 200
+        joke = app.post("/joke/invoke", json={"input": {"topic": "owls"}}, headers={"X-User-ID": user})
+        assert joke.status_code == 200
         chat(app, "alice", session, "hello")
         chat(app, "alice", session, "and again")
         wait_delivered(app)

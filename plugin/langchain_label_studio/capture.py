@@ -362,7 +362,7 @@ class CaptureHandler(BaseCallbackHandler):
         return to_text(root.inputs), None if outputs is None else to_text(outputs)
 
     @staticmethod
-    def _chat(root: _Root, outputs: Any) -> tuple[list[dict[str, Any]], str | None, Any]:
+    def _chat(root: _Root, outputs: Any) -> tuple[list[BaseMessage], str | None, Any]:
         """The dialogue before the last answer, the last answer, and the graph state."""
         messages = _messages_of(outputs)
         state = outputs if messages is not None and isinstance(outputs, dict) else None
@@ -372,14 +372,14 @@ class CaptureHandler(BaseCallbackHandler):
             if isinstance(answer, BaseMessage):
                 messages.append(answer)
             elif answer is not None:
-                return to_dialogue(messages), to_text(answer), None
+                return messages, to_text(answer), None
         response = last_answer(messages)
         if response is not None:
             cut = max(i for i, m in enumerate(messages) if role_of(m) == "assistant")
             dialogue = messages[:cut]
         else:
             dialogue = messages
-        return to_dialogue(dialogue), response, state
+        return dialogue, response, state  # the messages become dialogue items in the record (Sanitizer)
 
 
 #: Project dicts of projects whose title has no date codes: the same for every record.

@@ -26,6 +26,7 @@ as anywhere else.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -368,9 +369,20 @@ def _may_match_builtin(text: str) -> bool:
     )
 
 
+#: Strings at least this long that no rule matches are remembered (:class:`Redactor`).
+CLEAN_MIN_CHARS = 32
+#: Characters of such strings remembered at most (the oldest are forgotten first).
+CLEAN_MAX_CHARS = 2_000_000
+
+
 @dataclass
 class Redactor:
-    """Applies the rules to every string of a record, counting replacements per rule."""
+    """Applies the rules to every string of a record, counting replacements per rule.
+
+    Strings found to hold nothing any rule matches are remembered (up to
+    :data:`CLEAN_MAX_CHARS` characters), so that a conversation captured again at each turn
+    is scanned for its new messages only. Not for use by several threads at once.
+    """
 
     builtin: bool = True
     patterns: Mapping[str, str] = field(default_factory=dict)
@@ -383,8 +395,35 @@ class Redactor:
         #: Only the built-in rules are known to match the joined strings of a record wherever
         #: they match one of them (their anchors are word boundaries, which NUL keeps apart).
         self._joinable = not self.patterns
+        self._clean: OrderedDict[str, None] = OrderedDict()
+        self._clean_chars = 0
+        #: Replacements made so far (all rules): unchanged over a string means it was clean.
+        self._replaced = 0
+
+    def _remember_clean(self, text: str) -> None:
+        if len(text) < CLEAN_MIN_CHARS or len(text) > CLEAN_MAX_CHARS // 8 or text in self._clean:
+            return
+        self._clean[text] = None
+        self._clean_chars += len(text)
+        while self._clean_chars > CLEAN_MAX_CHARS:
+            oldest, _ = self._clean.popitem(last=False)
+            self._clean_chars -= len(oldest)
+
+    def _count(self, rule: Rule, n: int) -> None:
+        self.counts[rule.name] = self.counts.get(rule.name, 0) + n
+        self._replaced += n
 
     def text(self, value: str) -> str:
+        """``value`` with every match of every rule replaced."""
+        if value in self._clean:
+            return value
+        replaced = self._replaced
+        out = self._apply(value)
+        if self._replaced == replaced:
+            self._remember_clean(value)
+        return out
+
+    def _apply(self, value: str) -> str:
         # A precheck shared by several rules (a digit) is run once: the placeholders the rules
         # write in between add no digit, so a check false of the text stays false after them.
         checked: dict[Precheck, bool] = {}
@@ -399,7 +438,7 @@ class Redactor:
             else:  # a template: its backslashes escaped
                 value, n = rule.pattern.subn(rule.replacement.replace("\\", "\\\\"), value)
                 if n:
-                    self.counts[rule.name] = self.counts.get(rule.name, 0) + n
+                    self._count(rule, n)
         return value
 
     def _decide(self, rule: Rule, text: str) -> str:
@@ -417,7 +456,7 @@ class Redactor:
             out, end = (verdict, match.end()) if isinstance(verdict, str) else verdict
             pieces += (text[kept : match.start()], out)
             kept = pos = end
-            self.counts[rule.name] = self.counts.get(rule.name, 0) + 1
+            self._count(rule, 1)
             match = _glued(rule, text, end) or rule.pattern.search(text, pos)
         if not pieces:
             return text
@@ -471,16 +510,18 @@ class Redactor:
         if record.response is not None:
             strings.append(record.response)
         _collect(record.data, strings)
+        strings = [s for s in strings if s not in self._clean]
         joined = "\x00".join(strings)
-        if not _may_match_builtin(joined):
-            return False
-        checked: dict[Precheck, bool] = {}
-        for rule in self._rules:
-            passed = checked.get(rule.precheck)
-            if passed is None:
-                passed = checked[rule.precheck] = rule.precheck(joined)
-            if passed and rule.pattern.search(joined):
-                return True
+        if _may_match_builtin(joined):
+            checked: dict[Precheck, bool] = {}
+            for rule in self._rules:
+                passed = checked.get(rule.precheck)
+                if passed is None:
+                    passed = checked[rule.precheck] = rule.precheck(joined)
+                if passed and rule.pattern.search(joined):
+                    return True
+        for text in strings:
+            self._remember_clean(text)
         return False
 
 

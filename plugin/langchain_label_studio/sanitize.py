@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from langchain_core.messages import BaseMessage
 
 from .messages import to_dialogue_item
@@ -34,9 +35,14 @@ _MARKER = re.compile(r"…\[truncated (\d+) chars\]\Z")
 
 @dataclass
 class Sanitizer:
-    """Request-path stage: a JSON-able copy with every string cut at ``max_chars + SCAN_MARGIN``."""
+    """Request-path stage: a JSON-able copy with every string cut at ``max_chars + SCAN_MARGIN``.
+
+    A message met twice (in the dialogue and in the graph state) is converted once: both places
+    share the item.
+    """
 
     max_chars: int = DEFAULT_MAX_CHARS
+    _items: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def text(self, value: str) -> str:
         return cut(value, self.max_chars + SCAN_MARGIN)
@@ -59,7 +65,10 @@ class Sanitizer:
         if isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, BaseMessage):
-            return self.value(to_dialogue_item(value), depth + 1)
+            item = self._items.get(id(value))
+            if item is None:
+                item = self._items[id(value)] = self.value(to_dialogue_item(value), depth + 1)
+            return item
         if hasattr(value, "model_dump"):
             try:
                 return self.value(value.model_dump(), depth + 1)
@@ -109,6 +118,8 @@ class _Finisher:
 
 def finish(record: CaptureRecord, max_chars: int = DEFAULT_MAX_CHARS) -> CaptureRecord:
     """Writer stage, after redaction: valid text without NULs, strings cut at ``max_chars`` (in place)."""
+    if _already_finished(record, max_chars):
+        return record
     clean = _Finisher(max_chars)
     record.prompt = clean.value(record.prompt)
     if record.response is not None:
@@ -117,6 +128,22 @@ def finish(record: CaptureRecord, max_chars: int = DEFAULT_MAX_CHARS) -> Capture
     if clean.truncated:
         record.data["truncated"] = True
     return record
+
+
+def _already_finished(record: CaptureRecord, max_chars: int) -> bool:
+    """Whether :func:`finish` would change nothing (most records), told by one pass of the encoder.
+
+    The encoder refuses lone surrogates, keys that are not text, types JSON has no place for and
+    integers past 64 bits; it writes NUL as ``\\u0000``; and no string of a value can be longer
+    than the value's encoding.
+    """
+    if not isinstance(record.data, dict) or not isinstance(record.response, (str, type(None))):
+        return False
+    try:
+        encoded = orjson.dumps((record.prompt, record.response, record.data))
+    except TypeError:
+        return False
+    return len(encoded) <= max_chars and b"\\u0000" not in encoded
 
 
 def _safe_str(value: Any) -> str:
