@@ -33,7 +33,7 @@ from .identity import clean_id, session_key
 from .messages import last_answer, model_name, role_of, to_dialogue
 from .pipeline import Pipeline
 from .project import Project
-from .record import CaptureRecord
+from .record import STATE_TAIL_KEY, CaptureRecord
 from .sanitize import DEFAULT_MAX_CHARS, Sanitizer, to_text
 from .settings import OFF
 from .trace_links import trace_of
@@ -280,8 +280,9 @@ class CaptureHandler(BaseCallbackHandler):
         extra = self._columns(root, meta, error)
         if ctx.project.mode == "chat":
             prompt, response, state = self._chat(root, outputs)
-            if state is not None:
-                extra["state"] = state
+            if state is not None:  # its messages are the dialogue and what follows it: kept once
+                extra["state"] = {**state, "messages": None}
+                extra[STATE_TAIL_KEY] = state["messages"][len(prompt) :]
             conversation = session_key(user, session)
         else:
             prompt, response = self._prompt(root, outputs)

@@ -15,6 +15,10 @@ import orjson
 Dialogue = list[dict[str, Any]]
 #: Prefix of the outbox queues of feedback records.
 FEEDBACK_QUEUE = "feedback:"
+#: ``data`` key of a chat record whose graph state holds its messages once: the state's
+#: ``messages`` are left empty (``None``) and are the dialogue (``prompt``) followed by this list.
+#: The task gets the state whole (:func:`~langchain_label_studio.task.build_task`).
+STATE_TAIL_KEY = "state_messages_after_prompt"
 
 
 def new_id() -> str:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .label_config import Layout
-from .record import CaptureRecord, Dialogue, dumps
+from .record import STATE_TAIL_KEY, CaptureRecord, Dialogue, dumps
 
 #: Longest preview shown in the Data Manager's text columns.
 PREVIEW_CHARS = 160
@@ -108,6 +108,9 @@ def build_task(record: CaptureRecord, layout: Layout) -> dict[str, Any]:
     elif layout.mode == "prompt" and isinstance(prompt, list):
         prompt = dialogue_to_text(prompt)
     data: dict[str, Any] = dict(record.data)
+    tail, state = data.pop(STATE_TAIL_KEY, None), data.get("state")
+    if isinstance(tail, list) and isinstance(state, dict) and isinstance(record.prompt, list):
+        data["state"] = {**state, "messages": [*record.prompt, *tail]}
     data[layout.value_key] = prompt
     if isinstance(prompt, list):
         turns = split_turns(prompt, record.response)
