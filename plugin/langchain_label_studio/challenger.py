@@ -27,13 +27,24 @@ from typing import Any
 
 from .pipeline import Pipeline
 from .project import Project
-from .record import CaptureRecord, new_id
+from .record import STATE_TAIL_KEY, CaptureRecord, new_id
 from .sanitize import Sanitizer, to_text
+from .trace_links import TRACE_KEYS
 
 logger = logging.getLogger("langchain_label_studio")
 
 #: Data keys of the captured task not copied into its comparison (too big, or about the other task).
-_NOT_COPIED = ("state", "capture_id", "captured_at", "feedback", "feedback_score", "feedback_count", "feedback_mean")
+_NOT_COPIED = (
+    "state",
+    STATE_TAIL_KEY,
+    "capture_id",
+    "captured_at",
+    "feedback",
+    "feedback_score",
+    "feedback_count",
+    "feedback_mean",
+    *TRACE_KEYS,  # the link to the original run's trace would show which side is the model's
+)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,25 +126,32 @@ class Delivery:
         self.trace_links = TraceLinks()
 
     @contextlib.contextmanager
-    def _one_write(self) -> Iterator[None]:
+    def _one_write(self) -> Iterator[Callable[[], None]]:
         """One write at a time to the server, across every process that shares the outbox.
 
         Label Studio on SQLite can drop the predictions of an import that runs beside another
         write. A write whose outcome is unknown (its process died during the request, or the
         request failed after it was sent) may still be running in Label Studio, so the next
-        write waits until the client's timeout has passed since it started.
+        write waits until the client's timeout has passed since that request started, or
+        failed. Yields ``mark``, to call before each further write request of the block.
         """
+
+        def mark() -> None:
+            self.outbox.set_meta(**{WRITE_STARTED: repr(time.time())})
+
         with self.outbox.lock("import"):
             started = self.outbox.meta().get(WRITE_STARTED)
             if started:
                 wait = float(started) + self.client.timeout - time.time()
                 if wait > 0:
                     time.sleep(min(wait, self.client.timeout))
-            self.outbox.set_meta(**{WRITE_STARTED: repr(time.time())})
+            mark()
             try:
-                yield
+                yield mark
             except Unavailable as exc:
-                if not exc.maybe_applied:
+                if exc.maybe_applied:
+                    mark()  # it may still run in Label Studio: a whole timeout from now
+                else:
                     self.outbox.set_meta(**{WRITE_STARTED: ""})
                 raise
             except LabelStudioError:
@@ -376,16 +383,18 @@ class Delivery:
             return True
         data = build_task(record, project.layout)["data"]
         self.trace_links.add(data)
-        with self._one_write():
+        with self._one_write() as mark:
             task = self.client.get_task(mapping.task_id)
             if task is None or _is_annotated(task):
                 return False
             data.update({k: task["data"][k] for k in FEEDBACK_KEYS if k in (task.get("data") or {})})
             data["priority"] = priority(data)
+            mark()
             self.client.update_task(task["id"], data)
             if record.response is not None:
                 pred = prediction(record, project.layout)
                 existing = task.get("predictions") or []
+                mark()
                 if existing:
                     self.client.update_prediction(existing[-1]["id"], pred)
                 else:

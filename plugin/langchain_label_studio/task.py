@@ -109,7 +109,9 @@ def build_task(record: CaptureRecord, layout: Layout) -> dict[str, Any]:
         prompt = dialogue_to_text(prompt)
     data: dict[str, Any] = dict(record.data)
     tail, state = data.pop(STATE_TAIL_KEY, None), data.get("state")
-    if isinstance(tail, list) and isinstance(state, dict) and isinstance(record.prompt, list):
+    if isinstance(tail, list) and isinstance(state, dict) and state.get("messages") is None and isinstance(
+        record.prompt, list
+    ):
         data["state"] = {**state, "messages": [*record.prompt, *tail]}
     data[layout.value_key] = prompt
     if isinstance(prompt, list):

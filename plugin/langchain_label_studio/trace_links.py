@@ -10,6 +10,7 @@ without the link (its ids stay in the task), and is asked again a few minutes la
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -24,8 +25,11 @@ TRACE_ID_KEY = "langsmith_trace_id"
 RUN_ID_KEY = "langsmith_run_id"
 PROJECT_KEY = "langsmith_project"
 URL_KEY = "langsmith_url"
+TRACE_KEYS = (RUN_ID_KEY, TRACE_ID_KEY, PROJECT_KEY, URL_KEY)
 #: Seconds before a LangSmith project that could not be looked up is asked about again.
 RETRY_AFTER_S = 300.0
+#: LangSmith projects remembered at most (they are forgotten all at once past it).
+MAX_PROJECTS = 1000
 
 
 def trace_of(run_id: UUID) -> dict[str, str] | None:
@@ -53,11 +57,18 @@ def trace_of(run_id: UUID) -> dict[str, str] | None:
 
 
 def _read_project_url(name: str) -> str | None:
-    """The web address of a LangSmith project (one request, with the user's LangSmith settings)."""
-    from langsmith import Client
-
-    url = Client(timeout_ms=5000).read_project(project_name=name).url
+    """The web address of a LangSmith project: one request, with the user's LangSmith settings,
+    no retries (a LangSmith that does not answer is asked again later, not now)."""
+    url = _langsmith_client().read_project(project_name=name).url
     return str(url) if url else None
+
+
+@functools.cache
+def _langsmith_client() -> Any:
+    from langsmith import Client
+    from urllib3.util import Retry
+
+    return Client(timeout_ms=(2000, 5000), retry_config=Retry(total=0), auto_batch_tracing=False)
 
 
 class TraceLinks:
@@ -88,5 +99,7 @@ class TraceLinks:
             logger.warning("no LangSmith link for project %r: %s", name, type(exc).__name__)
             url = None
         with self._lock:
+            if len(self._known) >= MAX_PROJECTS:
+                self._known.clear()
             self._known[name] = (url, time.monotonic() + RETRY_AFTER_S)
         return url

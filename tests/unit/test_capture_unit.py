@@ -57,3 +57,8 @@ def test_the_state_holds_the_dialogue_once_and_the_task_shows_it_whole() -> None
         ("user", "thanks"),
         ("assistant", "answer 2"),
     ]
+
+    # A before_capture hook that sets the state's messages keeps its own list.
+    record.data["state"]["messages"] = [{"role": "user", "content": "scrubbed"}]
+    data = build_task(record, parse_layout(DEFAULT_CONFIGS["chat"]))["data"]
+    assert data["state"]["messages"] == [{"role": "user", "content": "scrubbed"}]
