@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -35,14 +35,9 @@ _MARKER = re.compile(r"…\[truncated (\d+) chars\]\Z")
 
 @dataclass
 class Sanitizer:
-    """Request-path stage: a JSON-able copy with every string cut at ``max_chars + SCAN_MARGIN``.
-
-    A message met twice (in the dialogue and in the graph state) is converted once: both places
-    share the item.
-    """
+    """Request-path stage: a JSON-able copy with every string cut at ``max_chars + SCAN_MARGIN``."""
 
     max_chars: int = DEFAULT_MAX_CHARS
-    _items: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def text(self, value: str) -> str:
         return cut(value, self.max_chars + SCAN_MARGIN)
@@ -65,10 +60,7 @@ class Sanitizer:
         if isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, BaseMessage):
-            item = self._items.get(id(value))
-            if item is None:
-                item = self._items[id(value)] = self.value(to_dialogue_item(value), depth + 1)
-            return item
+            return self.value(to_dialogue_item(value), depth + 1)
         if hasattr(value, "model_dump"):
             try:
                 return self.value(value.model_dump(), depth + 1)
