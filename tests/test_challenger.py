@@ -6,21 +6,11 @@ import threading
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.runnables import RunnableLambda
+from recording_pipeline import RecordingPipeline
 
 from langchain_label_studio import Project
 from langchain_label_studio.challenger import ChallengerPool, Job, compare
-from langchain_label_studio.metrics import Metrics
 from langchain_label_studio.record import CaptureRecord
-
-
-class _Pipeline:
-    def __init__(self) -> None:
-        self.metrics = Metrics()
-        self.records: list[CaptureRecord] = []
-
-    def submit(self, record: CaptureRecord) -> bool:
-        self.records.append(record)
-        return True
 
 
 def _record(project: Project) -> str:
@@ -37,7 +27,7 @@ def test_full_queue_drops_and_counts_without_waiting():
     gate = threading.Event()
     slow = RunnableLambda(lambda _: gate.wait(10) and "late")
     project = Project("Jokes", challenger=slow, challenger_concurrency=1, challenger_queue=2)
-    pool, pipeline = ChallengerPool(1, 2), _Pipeline()
+    pool, pipeline = ChallengerPool(1, 2), RecordingPipeline()
     offered = [pool.offer(Job(project, pipeline, _record(project), {"topic": "owls"})) for _ in range(6)]
     # one running, two waiting, the rest dropped at once
     assert offered.count(False) >= 3 and pool.dropped == offered.count(False)
@@ -52,7 +42,7 @@ def test_comparison_record_in_random_order_with_sources():
     project = Project("Jokes", challenger=challenger)
     sides = set()
     for _ in range(40):
-        record = compare(Job(project, _Pipeline(), _record(project), "Tell me a joke about owls"))
+        record = compare(Job(project, RecordingPipeline(), _record(project), "Tell me a joke about owls"))
         assert record is not None and record.project["title"] == "Jokes (A/B)" and record.project["comparison"]
         data = record.data
         answers = {data["left_source"]: data["answer_left"], data["right_source"]: data["answer_right"]}

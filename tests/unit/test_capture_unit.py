@@ -8,25 +8,13 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import MemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
+from recording_pipeline import RecordingPipeline
 
 from langchain_label_studio.capture import CaptureContext, CaptureHandler
 from langchain_label_studio.label_config import DEFAULT_CONFIGS, parse_layout
-from langchain_label_studio.metrics import Metrics
 from langchain_label_studio.project import Project
-from langchain_label_studio.record import STATE_TAIL_KEY, CaptureRecord
+from langchain_label_studio.record import STATE_TAIL_KEY
 from langchain_label_studio.task import build_task
-
-
-class Collect:
-    """Takes the records a handler submits."""
-
-    def __init__(self) -> None:
-        self.metrics = Metrics()
-        self.records: list[CaptureRecord] = []
-
-    def submit(self, record: CaptureRecord) -> bool:
-        self.records.append(record)
-        return True
 
 
 def test_the_state_holds_the_dialogue_once_and_the_task_shows_it_whole() -> None:
@@ -35,7 +23,7 @@ def test_the_state_holds_the_dialogue_once_and_the_task_shows_it_whole() -> None
     builder.add_node("respond", lambda state: {"messages": [model.invoke(state["messages"])]})
     builder.add_edge(START, "respond")
     graph = builder.compile(checkpointer=MemorySaver())
-    sink = Collect()
+    sink = RecordingPipeline()
     context = CaptureContext(project=Project("Chats", mode="chat"), session_id="s1")
     config: dict[str, Any] = {"configurable": {"thread_id": "s1"}}
     for text in ("hello", "and then?", "thanks"):
