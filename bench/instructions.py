@@ -9,6 +9,7 @@ while the requests are served (start-up excluded):
 - ``bare``: the app alone;
 - ``noop``: a LangChain callback handler that does nothing attached to every run, as the plugin
   attaches its own (what LangChain's callback dispatch costs any callback-based capture);
+- ``capture``: the middleware, its records only handed over (the request path alone);
 - ``plugin``: the middleware, with the writer's work (redaction, encoding, the outbox commit)
   done inline every 15 requests, as the writer thread does every 50 ms at 300 requests/s;
 - ``delivery``: per record, delivering a backlog of 300 prompt records to a local Label Studio
@@ -31,7 +32,7 @@ import tempfile
 
 from bench.common import ROOT
 
-VARIANTS = ("bare", "noop", "plugin", "delivery")
+VARIANTS = ("bare", "noop", "capture", "plugin", "delivery")
 BATCH = 15
 
 
@@ -39,13 +40,14 @@ def serve(variant: str, requests: int) -> None:
     """Serve ``requests`` requests in this process; only the measured part runs in ``functools.reduce``."""
     os.environ.setdefault("LABEL_STUDIO_STATE_DIR", tempfile.mkdtemp(prefix="bench-instructions-"))
     os.environ["LABEL_STUDIO_DELIVERY"] = "off"
-    os.environ["BENCH_CAPTURE"] = {"bare": "0", "noop": "noop", "plugin": "1"}[variant]
+    os.environ["BENCH_CAPTURE"] = {"bare": "0", "noop": "noop", "capture": "1", "plugin": "1"}[variant]
     from langchain_label_studio.pipeline import Pipeline, _registry
 
     Pipeline._ensure_started = lambda self: None  # no writer thread: its work runs inline below
     from bench.app import app
 
     pipeline: Pipeline | None = None
+    writer = False
     body = json.dumps({"input": {"topic": "cats"}}).encode()
     scope = {
         "type": "http",
@@ -79,18 +81,19 @@ def serve(variant: str, requests: int) -> None:
     async def run(n: int) -> None:
         for i in range(n):
             await one()
-            if pipeline is not None and i % BATCH == BATCH - 1:
+            if writer and i % BATCH == BATCH - 1:
                 pipeline._commit()
-        if pipeline is not None:
+        if writer:
             pipeline._commit()
 
     loop = asyncio.new_event_loop()
     loop.run_until_complete(run(1))  # the first request opens the pipeline
     pipeline = next(iter(_registry.values()), None)
-    assert (pipeline is not None) == (variant == "plugin")
+    assert (pipeline is not None) == (variant in ("capture", "plugin"))
+    writer = variant == "plugin"
     loop.run_until_complete(run(2 * BATCH))  # warm caches and the outbox
     functools.reduce(lambda _, n: loop.run_until_complete(run(n)), [0, requests])
-    if pipeline is not None:
+    if writer:
         assert pipeline.outbox.stats().pending == 1 + 2 * BATCH + requests, pipeline.health()
 
 
@@ -152,7 +155,12 @@ def main() -> None:
     bare = counts["bare"]
     print(f"instructions per request ({args.requests} requests; delivery: per record of 300)")
     print(f"bare app                         {bare / 1e6:6.2f} M")
-    for label, key in (("no-op LangChain handler", "noop"), ("plugin, capture and outbox", "plugin")):
+    rows = (
+        ("no-op LangChain handler", "noop"),
+        ("plugin, request path only", "capture"),
+        ("plugin, capture and outbox", "plugin"),
+    )
+    for label, key in rows:
         print(f"{label:32} {counts[key] / 1e6:6.2f} M  (+{(counts[key] - bare) / bare:.1%} of bare)")
     print(f"{'delivery, per record':32} {counts['delivery'] / 1e6:6.2f} M  (+{counts['delivery'] / bare:.1%} of bare)")
 
