@@ -360,11 +360,26 @@ def test_a_conversation_captured_again_is_redacted_and_counted_the_same_each_tim
     assert "jane.doe" not in str(once)
 
 
-def test_what_the_redactor_remembers_is_bounded():
-    from langchain_label_studio.redact import CLEAN_MAX_CHARS
+@pytest.mark.parametrize("length", [32, 300])
+def test_the_memory_the_redactor_remembers_with_is_bounded(length):
+    """However short the clean strings (each one costs more than its characters), the memory the
+    redactor keeps them in stays within CLEAN_MAX_BYTES, and the newest are the ones kept."""
+    import tracemalloc
+
+    from langchain_label_studio.redact import CLEAN_MAX_BYTES
 
     redactor = Redactor()
-    text = "a harmless sentence about nothing in particular, number "
-    for i in range(CLEAN_MAX_CHARS // len(text) + 5000):
-        redactor.text(f"{text}{i:08d}")
-    assert sum(len(s) for s in redactor._clean) <= CLEAN_MAX_CHARS
+    base = "a harmless sentence about nothing in particular, " * 10
+    count = 3 * CLEAN_MAX_BYTES // (length + 200)  # three times what fits
+    texts = (f"{i:08d} {base}"[:length] for i in range(count))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for text in texts:
+            assert redactor.text(text) == text
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= CLEAN_MAX_BYTES * 1.1, f"{held / 2**20:.1f} MB held"
+    newest = f"{count - 1:08d} {base}"[:length]
+    assert newest in redactor._clean and f"{0:08d} {base}"[:length] not in redactor._clean

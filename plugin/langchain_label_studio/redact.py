@@ -26,6 +26,7 @@ as anywhere else.
 from __future__ import annotations
 
 import re
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -371,16 +372,18 @@ def _may_match_builtin(text: str) -> bool:
 
 #: Strings at least this long that no rule matches are remembered (:class:`Redactor`).
 CLEAN_MIN_CHARS = 32
-#: Characters of such strings remembered at most (the oldest are forgotten first).
-CLEAN_MAX_CHARS = 2_000_000
+#: Memory such strings may take, with their entries, in bytes (the oldest are forgotten first).
+CLEAN_MAX_BYTES = 4 << 20
+#: What remembering a string costs beside the string itself (its entry in the ordered dict).
+_ENTRY_BYTES = 150
 
 
 @dataclass
 class Redactor:
     """Applies the rules to every string of a record, counting replacements per rule.
 
-    Strings found to hold nothing any rule matches are remembered (up to
-    :data:`CLEAN_MAX_CHARS` characters), so that a conversation captured again at each turn
+    Strings found to hold nothing any rule matches are remembered (in at most
+    :data:`CLEAN_MAX_BYTES` of memory), so that a conversation captured again at each turn
     is scanned for its new messages only. Not for use by several threads at once.
     """
 
@@ -396,18 +399,21 @@ class Redactor:
         #: they match one of them (their anchors are word boundaries, which NUL keeps apart).
         self._joinable = not self.patterns
         self._clean: OrderedDict[str, None] = OrderedDict()
-        self._clean_chars = 0
+        self._clean_bytes = 0
         #: Replacements made so far (all rules): unchanged over a string means it was clean.
         self._replaced = 0
 
     def _remember_clean(self, text: str) -> None:
-        if len(text) < CLEAN_MIN_CHARS or len(text) > CLEAN_MAX_CHARS // 8 or text in self._clean:
+        if len(text) < CLEAN_MIN_CHARS or text in self._clean:
+            return
+        size = sys.getsizeof(text) + _ENTRY_BYTES
+        if size > CLEAN_MAX_BYTES // 8:
             return
         self._clean[text] = None
-        self._clean_chars += len(text)
-        while self._clean_chars > CLEAN_MAX_CHARS:
+        self._clean_bytes += size
+        while self._clean_bytes > CLEAN_MAX_BYTES:
             oldest, _ = self._clean.popitem(last=False)
-            self._clean_chars -= len(oldest)
+            self._clean_bytes -= sys.getsizeof(oldest) + _ENTRY_BYTES
 
     def _count(self, rule: Rule, n: int) -> None:
         self.counts[rule.name] = self.counts.get(rule.name, 0) + n
