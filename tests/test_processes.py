@@ -19,16 +19,18 @@ from conftest import ROOT, SOAK, serve, tasks_where, wait_delivered, wait_health
 from faults import free_port
 
 
-def jokes_load(base_url: str, user: str, stop: threading.Event, done: list, threads: int = 4) -> list[threading.Thread]:
-    """Clients posting jokes until ``stop``; ``done`` collects (request_id, finished_at)."""
+def jokes_load(
+    base_url: str, user: str, stop: threading.Event, done: list, threads: int = 4, reconnect: bool = False
+) -> list[threading.Thread]:
+    """Clients posting jokes until ``stop``; ``done`` collects (request_id, finished_at). With
+    ``reconnect`` each request comes on a new connection (so that several workers share them)."""
+    headers = {"X-User-ID": user, **({"Connection": "close"} if reconnect else {})}
 
     def client() -> None:
         with httpx.Client(base_url=base_url, timeout=10) as http:
             while not stop.is_set():
                 try:
-                    resp = http.post(
-                        "/joke/invoke", json={"input": {"topic": uuid.uuid4().hex[:6]}}, headers={"X-User-ID": user}
-                    )
+                    resp = http.post("/joke/invoke", json={"input": {"topic": uuid.uuid4().hex[:6]}}, headers=headers)
                 except httpx.HTTPError:
                     return
                 if resp.status_code == 200:
@@ -139,8 +141,14 @@ def test_several_workers_deliver_each_capture_once(label_studio, admin, tmp_path
     try:
         wait_healthy(base, proc)
         stop, done = threading.Event(), []
-        clients = jokes_load(base, user, stop, done, threads=6)
-        time.sleep(3)
+        clients = jokes_load(base, user, stop, done, threads=6, reconnect=True)
+        # Which processes answer, asked on new connections while both share the load (an idle
+        # server may hand every new connection to the same worker).
+        pids = set()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            pids.add(httpx.get(f"{base}/label-studio/health", timeout=30).json()["pid"])
+            time.sleep(0.05)
         stop.set()
         for c in clients:
             c.join()
@@ -150,7 +158,6 @@ def test_several_workers_deliver_each_capture_once(label_studio, admin, tmp_path
             if {t["data"]["request_id"] for t in tasks_where(admin, "Jokes", user_id=user)} >= answered:
                 break
             time.sleep(1)
-        pids = {httpx.get(f"{base}/label-studio/health").json()["pid"] for _ in range(20)}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
