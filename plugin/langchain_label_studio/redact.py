@@ -378,6 +378,12 @@ CLEAN_MAX_BYTES = 4 << 20
 _ENTRY_BYTES = 150
 
 
+def _remembered_bytes(text: str) -> int:
+    """The memory a remembered clean string takes: the string and its entry (computed, not
+    stored beside it: a stored size would itself cost an int object per entry)."""
+    return sys.getsizeof(text) + _ENTRY_BYTES
+
+
 @dataclass
 class Redactor:
     """Applies the rules to every string of a record, counting replacements per rule.
@@ -406,14 +412,14 @@ class Redactor:
     def _remember_clean(self, text: str) -> None:
         if len(text) < CLEAN_MIN_CHARS or text in self._clean:
             return
-        size = sys.getsizeof(text) + _ENTRY_BYTES
+        size = _remembered_bytes(text)
         if size > CLEAN_MAX_BYTES // 8:
             return
         self._clean[text] = None
         self._clean_bytes += size
         while self._clean_bytes > CLEAN_MAX_BYTES:
             oldest, _ = self._clean.popitem(last=False)
-            self._clean_bytes -= sys.getsizeof(oldest) + _ENTRY_BYTES
+            self._clean_bytes -= _remembered_bytes(oldest)
 
     def _count(self, rule: Rule, n: int) -> None:
         self.counts[rule.name] = self.counts.get(rule.name, 0) + n
