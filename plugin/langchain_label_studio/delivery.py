@@ -129,11 +129,13 @@ class Delivery:
     def _one_write(self) -> Iterator[Callable[[], None]]:
         """One write at a time to the server, across every process that shares the outbox.
 
-        Label Studio on SQLite can drop the predictions of an import that runs beside another
-        write. A write whose outcome is unknown (its process died during the request, or the
-        request failed after it was sent) may still be running in Label Studio, so the next
-        write waits until the client's timeout has passed since that request started, or
-        failed. Yields ``mark``, to call before each further write request of the block.
+        Every request that changes something in Label Studio runs inside this block. Label Studio
+        on SQLite drops the predictions of an import that runs beside another write (its import
+        retries a locked transaction after taking the predictions out of the tasks). A write
+        whose outcome is unknown (its process died during the request, or the request failed
+        after it was sent) may still be running in Label Studio, so the next write waits until
+        the client's timeout has passed since that request started, or failed. Yields ``mark``,
+        to call before each further write request of the block.
         """
 
         def mark() -> None:
@@ -256,7 +258,8 @@ class Delivery:
             with self.outbox.lock("projects"):  # processes sharing the outbox create a project once
                 existing = self.client.find_project(spec["title"])
                 if existing is None:
-                    existing = create_project(self.client, spec, spec.get("label_config") or default_config(spec))
+                    with self._one_write():
+                        existing = create_project(self.client, spec, spec.get("label_config") or default_config(spec))
                 project = existing
         label = project.get("label_config") or ""
         name = f"project {project.get('title', '')!r} (id {project['id']})"
@@ -307,14 +310,15 @@ class Delivery:
             else:
                 waiting.append(c)
         for task_id, claimed in by_task.items():
-            task = self.client.get_task(task_id)
-            if task is not None:
+            with self._one_write():  # read and write together: a session update must not slip in between
+                task = self.client.get_task(task_id)
+                if task is None:
+                    continue
                 data = add_feedback(dict(task.get("data") or {}), [_entry(c.record) for c in claimed])
-                if data is not None and "priority" in data:  # negative feedback moves a task up the review queue
-                    data["priority"] = priority(data)
                 if data is not None:
-                    with self._one_write():
-                        self.client.update_task(task_id, data)
+                    if "priority" in data:  # negative feedback moves a task up the review queue
+                        data["priority"] = priority(data)
+                    self.client.update_task(task_id, data)
         delivered = [c.seq for c in batch if c not in waiting]
         self.outbox.done(delivered)
         self.metrics.add("delivered", len(delivered))
@@ -421,8 +425,12 @@ class Delivery:
         seqs = [c.seq for group, _ in batch for c in group]
         self.outbox.mark_sent(seqs)
         try:
-            with self._one_write():
+            with self._one_write() as mark:
                 ids = self.client.import_tasks(project.id, [task for _, task in batch])
+                if project.id not in self._tabbed:  # once per project and process: the annotators' review tab
+                    self._tabbed.add(project.id)
+                    mark()
+                    ensure_review_tab(self.client, project.id)
         except Rejected as exc:
             if exc.status == 404:  # the project, not a record: nothing to split
                 raise
@@ -437,9 +445,6 @@ class Delivery:
             self._send(project, batch[:half])
             self._send(project, batch[half:])
             return
-        if project.id not in self._tabbed:  # once per project and process: the annotators' review tab
-            self._tabbed.add(project.id)
-            ensure_review_tab(self.client, project.id)
         for (group, _), task_id in zip(batch, ids, strict=False):
             newest = _newest(group)
             if newest.record.session is not None:

@@ -66,6 +66,7 @@ class FakeLabelStudio:
     projects: dict[int, dict[str, Any]] = field(default_factory=dict)
     tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
     predictions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    views: dict[int, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     access_tokens: set[str] = field(default_factory=set)
@@ -280,6 +281,15 @@ class FakeLabelStudio:
         self.predictions[pred_id].update(body)
         return self._recorded("prediction_patch", **self._prediction_fields(pred_id))
 
+    def list_views(self, *, params: dict[str, str], body: Any) -> httpx.Response:
+        pid = int(params.get("project", 0))
+        return httpx.Response(200, json=[v for v in self.views.values() if v["project"] == pid])
+
+    def create_view(self, *, params: dict[str, str], body: dict[str, Any]) -> httpx.Response:
+        view_id = next(self._ids)
+        self.views[view_id] = {"id": view_id, "data": body.get("data") or {}, "project": int(body["project"])}
+        return self._recorded("view_create", **self.views[view_id])
+
     def _prediction_fields(self, pred_id: int) -> dict[str, Any]:
         pred = self.predictions[pred_id]
         return {
@@ -321,6 +331,8 @@ _ROUTES = [
     (r"PATCH /api/tasks/(\d+)/?", "patch_task"),
     (r"POST /api/predictions/", "create_prediction"),
     (r"PATCH /api/predictions/(\d+)/?", "patch_prediction"),
+    (r"GET /api/dm/views/", "list_views"),
+    (r"POST /api/dm/views/", "create_view"),
 ]
 
 

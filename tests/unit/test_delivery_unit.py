@@ -6,7 +6,10 @@ A SQLite outbox in a temporary directory, the real ``Delivery`` and ``LabelStudi
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -340,3 +343,45 @@ def test_a_write_that_may_still_run_in_label_studio_holds_the_next_one_back(fake
     assert len(waits) == 2 and 29 < waits[1] <= 30
     assert len(fake.project_tasks(only_project(fake, "Jokes"))) == 3
     assert outbox.meta()["write_started"] == ""
+
+
+def test_every_request_that_changes_label_studio_is_made_holding_the_write_lock(fake, outbox) -> None:
+    held: list[str] = []
+    lock = outbox.lock
+
+    @contextlib.contextmanager
+    def tracked(name: str) -> Iterator[None]:
+        with lock(name):
+            held.append(name)
+            try:
+                yield
+            finally:
+                held.remove(name)
+
+    writes: list[tuple[str, str, bool]] = []
+    serve = fake.handle
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method != "GET":
+            writes.append((request.method, request.url.path, "import" in held))
+        return serve(request)
+
+    outbox.lock = tracked  # type: ignore[method-assign]
+    fake.handle = handle  # type: ignore[method-assign]
+    delivery = Delivery(fake.client(), outbox, Metrics(), batch_size=50)
+    now = time.time()
+    outbox.put_many([prompt(request_id="req-1"), turn("s1", "Hi", "Hello", now)])
+    drain(delivery)
+    outbox.put_many([turn("s1", "Weather?", "Sunny", now + 1), feedback("Jokes", "req-1", 0.0)])
+    drain(delivery)
+
+    made = {(method, re.sub(r"\d+", "N", path)) for method, path, _ in writes}
+    assert made == {
+        ("POST", "/api/projects/"),  # both projects created
+        ("POST", "/api/projects/N/import"),
+        ("POST", "/api/dm/views/"),  # the review tab of each project
+        ("PATCH", "/api/tasks/N"),  # the session's second turn, and the feedback
+        ("PATCH", "/api/predictions/N"),
+    }
+    assert [w for w in writes if not w[2]] == []
+    assert len(fake.views) == 2 and outbox.stats().pending == 0
