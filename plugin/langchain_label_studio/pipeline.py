@@ -29,7 +29,7 @@ from .outbox import OutboxStats, OutboxUnavailable, open_outbox
 from .outbox.base import is_transient, placeholder
 from .record import CaptureRecord
 from .redact import Redactor
-from .sanitize import DEFAULT_MAX_CHARS, finish
+from .sanitize import DEFAULT_MAX_CHARS, finish, normalize
 from .settings import Settings
 from .urls import public_url, strip_credentials
 
@@ -197,7 +197,7 @@ class Pipeline:
                         raise TypeError(f"before_capture returned a {type(changed).__name__}, not a CaptureRecord")
                     record = changed
                 step = "redaction"
-                self.redactor.record(record)
+                self.redactor.record(normalize(record))
                 step = "encoding"
                 finish(record, record.max_chars or DEFAULT_MAX_CHARS)
                 record.seal()  # the JSON itself is made once, by the outbox (:meth:`_store` isolates a failure)

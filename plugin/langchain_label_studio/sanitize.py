@@ -6,16 +6,17 @@ Two stages, so that redaction sees a secret whole before anything is cut:
    (messages become dialogue items, other objects their ``str()``, nesting past
    :data:`MAX_DEPTH` its ``repr``) and cuts each string at ``max_chars`` plus
    :data:`SCAN_MARGIN`, which bounds what redaction scans.
-2. In the background writer, after redaction, :func:`finish` removes NUL characters,
-   replaces lone surrogates with U+FFFD and cuts each string (keys included) at
-   ``max_chars`` with the marker ``…[truncated N chars]``; the record is then flagged
-   ``truncated: true``.
+2. In the background writer, before redaction, :func:`normalize` removes NUL characters
+   and replaces lone surrogates with U+FFFD (so that neither can split a secret in two);
+   after it, :func:`finish` cuts each string (keys included) at ``max_chars`` with the
+   marker ``…[truncated N chars]``, and the record is flagged ``truncated: true``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +121,11 @@ def finish(record: CaptureRecord, max_chars: int = DEFAULT_MAX_CHARS) -> Capture
     if clean.truncated:
         record.data["truncated"] = True
     return record
+
+
+def normalize(record: CaptureRecord) -> CaptureRecord:
+    """Writer stage, before redaction: valid text without NULs, nothing cut (in place)."""
+    return finish(record, sys.maxsize)
 
 
 def _already_finished(record: CaptureRecord, max_chars: int) -> bool:

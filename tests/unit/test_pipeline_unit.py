@@ -50,3 +50,28 @@ def test_committed_counts_captures_settled_at_the_commit(tmp_path: Path) -> None
         assert health["dead_lettered"] == 1 and health["skipped"] == {"before_capture": 1, "before_capture_error": 1}
     finally:
         p.close(timeout=1)
+
+
+def test_a_nul_or_a_lone_surrogate_inside_a_secret_does_not_hide_it_from_redaction(tmp_path: Path) -> None:
+    key = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz9876543210"
+    hidden = key[:8] + "\x00" + key[8:]
+    p = pipeline(tmp_path)
+    try:
+        p.submit(
+            CaptureRecord(
+                project=dict(PROJECT),
+                prompt=f"my key {hidden} and mail bob\x00@example.org \ud800",
+                response=f"noted: {hidden}",
+                data={"note": hidden, f"key {hidden}": "v"},
+            )
+        )
+        assert p.flush(30)
+        [claimed] = p.outbox.claim(10, 60)
+    finally:
+        p.close(timeout=1)
+    record = claimed.record
+    assert record.prompt == "my key <SECRET> and mail <EMAIL> \ufffd"
+    assert record.response == "noted: <SECRET>"
+    assert record.data == {"note": "<SECRET>", "key <SECRET>": "v"}
+    stored = b"".join(f.read_bytes() for f in tmp_path.rglob("outbox.db*"))
+    assert key[8:].encode() not in stored and b"example.org" not in stored
