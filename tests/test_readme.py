@@ -490,8 +490,7 @@ def test_dataset_version_blocks(
     env = shell_env(label_studio, tmp_path / "state")
     versions = block('langchain-label-studio export --project "Support chats" --format sft --out data/')
     first, second = commands(versions.text)
-    (tmp_path / "data").mkdir()
-    out = bash(first, tmp_path, env)
+    out = bash(first, tmp_path, env)  # in a directory without data/: the export makes it
     assert out.returncode == 0, out.stderr
     [row] = rows_of(tmp_path / "data/sft-2026-12-01.jsonl", annotated_chat.task_id)
     manifest = json.loads((tmp_path / "data/sft-2026-12-01.jsonl.manifest.json").read_text())

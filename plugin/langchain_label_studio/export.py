@@ -833,6 +833,7 @@ def _manifest(
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     """Write ``doc`` to ``path`` whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -977,6 +978,7 @@ def _write(rows: Iterator[dict[str, Any]], out: str | os.PathLike[str] | IO[str]
     if str(out) == "-":
         return dump(sys.stdout)
     path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
