@@ -24,7 +24,7 @@ from typing import Any
 from .client import AuthError, LabelStudioClient, LabelStudioError, Rejected, Unavailable
 from .feedback import FEEDBACK_KEYS
 from .gil import step_aside
-from .identity import session_key
+from .identity import session_key, session_ref
 from .label_config import Layout, check_mode, parse_layout
 from .metrics import Metrics
 from .outbox.base import Claimed, Outbox
@@ -341,9 +341,11 @@ class Delivery:
             mapping = self.outbox.session_task(record.project_key, key or "")
             if mapping is not None:
                 return [mapping.task_id]
-            where = {"session_id": target["session_id"], "user_id": target.get("user_id")}
-            tasks = self.client.list_tasks(project.id, 1, 100, where={k: v for k, v in where.items() if v})
-            tasks = [t for t in tasks if (t.get("data") or {}).get("user_id") == target.get("user_id")]
+            # Not delivered from this outbox: its task is found by the session's reference, never by
+            # the user_id and session_id columns, which redaction can make alike for two users.
+            ref = session_ref(key or "")
+            tasks = self.client.list_tasks(project.id, 1, 100, where={"session_ref": ref})
+            tasks = [t for t in tasks if (t.get("data") or {}).get("session_ref") == ref]
             return [max(t["id"] for t in tasks)] if tasks else []
         if not target.get("request_id"):
             return []

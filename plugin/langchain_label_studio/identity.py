@@ -10,6 +10,7 @@ session id by its user, so another user sending the same session id gets a task 
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +38,13 @@ def session_key(user_id: str | None, session_id: str | None) -> str | None:
     if user_id is None:
         return session_id
     return f"{user_id}\x1f{session_id}"
+
+
+def session_ref(key: str) -> str:
+    """A conversation's reference in its task (``data.session_ref``): a digest of its
+    :func:`session_key`. The task's ``user_id`` and ``session_id`` columns are redacted, so two
+    users' ids can read the same there; their references never do."""
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
 
 
 #: Run ``configurable`` keys where LangGraph Server puts the authenticated user.

@@ -66,6 +66,7 @@ HIDDEN = (
     "latest_heading",
     "capture_id",
     "request_id",
+    "session_ref",
 )
 
 

@@ -385,3 +385,41 @@ def test_every_request_that_changes_label_studio_is_made_holding_the_write_lock(
     }
     assert [w for w in writes if not w[2]] == []
     assert len(fake.views) == 2 and outbox.stats().pending == 0
+
+
+def test_feedback_without_the_session_mapping_finds_its_own_users_task(fake, tmp_path) -> None:
+    """Redaction can make two users' ids read alike in their tasks (both ``<EMAIL>``); feedback
+    delivered from an outbox that never saw the session still lands on its own user's task."""
+    now = time.time()
+    mallory = turn("S", "Hi", "Hello", now, user="<EMAIL>")
+    victim = turn("S", "Hi", "Hello", now + 1, user="victim@example.com")
+    for record in (mallory, victim):
+        record.data["user_id"] = "<EMAIL>"  # as the writer's redaction leaves them
+    first = SQLiteOutbox(tmp_path / "first" / "outbox.db")
+    first.put_many([mallory])
+    drain(Delivery(fake.client(), first, Metrics(), batch_size=50))
+    first.put_many([victim])  # the newer task
+    drain(Delivery(fake.client(), first, Metrics(), batch_size=50))
+    first.close()
+    tasks = fake.project_tasks(only_project(fake, "Chats"))
+    assert len(tasks) == 2 and {t["data"]["user_id"] for t in tasks} == {"<EMAIL>"}
+
+    other = SQLiteOutbox(tmp_path / "other" / "outbox.db")  # another replica, or a new state directory
+    project = {"title": "Chats", "id": None, "mode": "chat", "label_config": None}
+    entry = {"score": 0.0, "comment": "from mallory", "at": "2026-12-01T00:00:00+00:00"}
+    other.put_many(
+        [
+            CaptureRecord(
+                project=project,
+                prompt="",
+                data={"feedback": entry},
+                kind="feedback",
+                target={"request_id": "r", "session_id": "S", "user_id": "<EMAIL>"},
+            )
+        ]
+    )
+    drain(Delivery(fake.client(), other, Metrics(), batch_size=50))
+    other.close()
+    by_capture = {t["data"]["capture_id"]: t["data"] for t in fake.project_tasks(only_project(fake, "Chats"))}
+    assert by_capture[mallory.capture_id]["feedback_count"] == 1
+    assert "feedback" not in by_capture[victim.capture_id]
