@@ -26,6 +26,7 @@ from langchain_label_studio.feedback import (
     deployment_id,
     parse_feedback,
 )
+from langchain_label_studio.identity import session_ref
 from langchain_label_studio.label_config import DEFAULT_CONFIGS
 from langchain_label_studio.pipeline import get_pipeline
 from langchain_label_studio.record import CaptureRecord
@@ -194,12 +195,21 @@ def test_prompt_token_names_the_servers_request_only(client, unit_env) -> None:
     [capture] = [r for r in unit_env if r.kind == "capture"]
     assert capture.data["request_id"] == request_id and capture.data["client_request_id"] == "client-id-1"
     [record] = feedback_records(unit_env)
-    assert record.target == {"request_id": request_id, "session_id": None, "user_id": "ann"}
+    assert record.target == {"request_id": request_id, "session": None}
     assert record.project == PROMPTS.to_dict()
     assert record.prompt == "" and (record.data["feedback"]["score"], record.data["feedback"]["comment"]) == (
         0.5,
         "fine",
     )
+
+
+def test_a_repeated_identity_header_counts_once_by_its_first_value(client, unit_env) -> None:
+    headers = [("X-User-ID", "alice"), ("X-User-ID", "mallory"), ("X-Session-ID", "S"), ("X-Session-ID", "T")]
+    resp = client.post("/chat/invoke", json={"input": {"text": "hi"}}, headers=headers)
+    claims = tokens().verify(resp.headers[TOKEN_HEADER])
+    assert (claims.user_id, claims.session_id) == ("alice", "S")  # what the app reads (request.headers)
+    [capture] = [r for r in unit_env if r.kind == "capture"]
+    assert (capture.data["user_id"], capture.data["session_id"]) == ("alice", "S")
 
 
 def test_chat_token_names_the_users_session(client, unit_env) -> None:
@@ -208,7 +218,8 @@ def test_chat_token_names_the_users_session(client, unit_env) -> None:
     assert (claims.user_id, claims.session_id) == ("alice", "S")
     assert post(client, resp.headers[TOKEN_HEADER]).status_code == 202
     [record] = feedback_records(unit_env)
-    assert record.target == {"request_id": resp.headers["x-request-id"], "session_id": "S", "user_id": "alice"}
+    # the session as a digest of the ids, as the outbox keeps it: never the user and session ids
+    assert record.target == {"request_id": resp.headers["x-request-id"], "session": session_ref("alice", "S")}
     assert record.project == CHAT.to_dict() and record.project["label_config"] is None
 
 

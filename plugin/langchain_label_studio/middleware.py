@@ -255,7 +255,8 @@ class LabelStudioMiddleware:
             await self.app(scope, receive, send)
             return
         path_route, route = match
-        headers = dict(scope.get("headers") or [])
+        # A repeated header counts by its first value, as Starlette's ``request.headers`` reads it.
+        headers = dict(reversed(list(scope.get("headers") or ())))
         if headers.get(self.opt_out_header, b"").decode("latin-1").strip().lower() in OFF:
             self.pipeline.metrics.skip("opted_out")
             await self.app(scope, receive, send)
