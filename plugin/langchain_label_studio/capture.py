@@ -29,7 +29,7 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 from . import challenger
-from .identity import clean_id, session_key
+from .identity import clean_id, session_ref
 from .messages import last_answer, model_name, role_of, to_dialogue
 from .pipeline import Pipeline
 from .project import Project
@@ -283,7 +283,7 @@ class CaptureHandler(BaseCallbackHandler):
             if state is not None:  # its messages are the dialogue and what follows it: kept once
                 extra["state"] = {**state, "messages": None}
                 extra[STATE_TAIL_KEY] = state["messages"][len(prompt) :]
-            conversation = session_key(user, session)
+            conversation = session_ref(user, session)
         else:
             prompt, response = self._prompt(root, outputs)
             conversation = None

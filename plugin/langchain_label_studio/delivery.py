@@ -24,7 +24,6 @@ from typing import Any
 from .client import AuthError, LabelStudioClient, LabelStudioError, Rejected, Unavailable
 from .feedback import FEEDBACK_KEYS
 from .gil import step_aside
-from .identity import session_key, session_ref
 from .label_config import Layout, check_mode, parse_layout
 from .metrics import Metrics
 from .outbox.base import Claimed, Outbox
@@ -336,14 +335,13 @@ class Delivery:
     def _feedback_tasks(self, project: ResolvedProject, record: CaptureRecord) -> list[int]:
         """The task(s) feedback goes to: the session's task (chat), else the request's task."""
         target = record.target or {}
-        if project.layout.mode == "chat" and target.get("session_id"):
-            key = session_key(target.get("user_id"), target["session_id"])
-            mapping = self.outbox.session_task(record.project_key, key or "")
+        ref = target.get("session")
+        if project.layout.mode == "chat" and isinstance(ref, str) and ref:
+            mapping = self.outbox.session_task(record.project_key, ref)
             if mapping is not None:
                 return [mapping.task_id]
             # Not delivered from this outbox: its task is found by the session's reference, never by
             # the user_id and session_id columns, which redaction can make alike for two users.
-            ref = session_ref(key or "")
             tasks = self.client.list_tasks(project.id, 1, 100, where={"session_ref": ref})
             tasks = [t for t in tasks if (t.get("data") or {}).get("session_ref") == ref]
             return [max(t["id"] for t in tasks)] if tasks else []

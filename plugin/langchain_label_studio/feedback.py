@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .identity import session_key
+from .identity import session_key, session_ref
 from .project import Project
 from .record import CaptureRecord, valid_text
 from .urls import public_url
@@ -232,7 +232,7 @@ def feedback_record(
         project=project,
         prompt="",
         data={"feedback": {"score": feedback.score, "comment": feedback.comment, "at": at}},
-        target={"request_id": claims.request_id, "session_id": claims.session_id, "user_id": claims.user_id},
+        target={"request_id": claims.request_id, "session": session_ref(claims.user_id, claims.session_id)},
     )
 
 

@@ -6,6 +6,7 @@ removed, lone surrogates replaced, and the result is cut to :data:`MAX_ID_CHARS`
 
 A chat session belongs to the identity that started it: :func:`session_key` scopes a
 session id by its user, so another user sending the same session id gets a task of its own.
+Outside the request a session is known only by :func:`session_ref`, a digest of that key.
 """
 
 from __future__ import annotations
@@ -40,10 +41,17 @@ def session_key(user_id: str | None, session_id: str | None) -> str | None:
     return f"{user_id}\x1f{session_id}"
 
 
-def session_ref(key: str) -> str:
-    """A conversation's reference in its task (``data.session_ref``): a digest of its
-    :func:`session_key`. The task's ``user_id`` and ``session_id`` columns are redacted, so two
-    users' ids can read the same there; their references never do."""
+def session_ref(user_id: str | None, session_id: str | None) -> str | None:
+    """What a conversation is known by outside the request (the outbox, ``data.session_ref`` in
+    its task, feedback records): a digest of its :func:`session_key`, so that neither id is stored.
+    The task's ``user_id`` and ``session_id`` columns are redacted, and two users' ids can read
+    the same there; their references never do."""
+    key = session_key(user_id, session_id)
+    return None if key is None else digest(key)
+
+
+def digest(key: str) -> str:
+    """The digest :func:`session_ref` keeps of a session key."""
     return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
 
 

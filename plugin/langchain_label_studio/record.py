@@ -33,8 +33,9 @@ class CaptureRecord:
     ``prompt`` is the prompt text (prompt mode) or the dialogue as a list of
     ``{"role", "content"}`` (chat mode). ``response`` is the answer to pre-fill.
     ``data`` holds extra task data columns (user, session, route, metadata...).
-    Records that share a ``session`` are one conversation: they are delivered as a
-    single task that later records update.
+    Records that share a ``session`` (a digest of the user and session ids, see
+    :func:`~langchain_label_studio.identity.session_ref`) are one conversation: they are
+    delivered as a single task that later records update.
     """
 
     project: dict[str, Any]
@@ -46,7 +47,7 @@ class CaptureRecord:
     capture_id: str = field(default_factory=new_id)
     captured_at: float = field(default_factory=time.time)
     #: ``capture`` (a prompt or a conversation) or ``feedback`` (added to the task(s) of
-    #: the capture named in ``target``: ``{"request_id", "session_id"}``).
+    #: the capture named in ``target``: ``{"request_id", "session"}``, a ``session`` as above).
     kind: str = "capture"
     target: dict[str, Any] | None = None
     #: Longest string the stored record keeps (strings are cut after redaction). Not stored.

@@ -17,6 +17,7 @@ import pytest
 from fake_label_studio import PAT, FakeLabelStudio
 
 from langchain_label_studio.delivery import FEEDBACK_ATTEMPTS, FEEDBACK_BATCH, Delivery, backoff
+from langchain_label_studio.identity import session_ref
 from langchain_label_studio.label_config import DEFAULT_CONFIGS
 from langchain_label_studio.metrics import Metrics
 from langchain_label_studio.outbox import SQLiteOutbox
@@ -52,7 +53,7 @@ def turn(session: str, text: str, answer: str, at: float, user: str = "alice", t
         prompt=[{"role": "user", "content": text}],
         response=answer,
         data={"user_id": user, "session_id": session},
-        session=f"{user}\x1f{session}",
+        session=session_ref(user, session),
         captured_at=at,
     )
 
@@ -144,7 +145,7 @@ def test_an_annotated_session_continues_in_a_new_task(fake, outbox, delivery) ->
     delivery.step()
     tasks = fake.project_tasks(only_project(fake, "Chats"))
     assert len(tasks) == 2 and answer(fake, tasks[0]) == "Hello" and answer(fake, tasks[1]) == "Yes"
-    assert outbox.session_task("title:Chats", "alice\x1fs1").task_id == tasks[1]["id"]
+    assert outbox.session_task("title:Chats", session_ref("alice", "s1") or "").task_id == tasks[1]["id"]
 
 
 def test_sessions_of_different_users_are_different_tasks(fake, outbox, delivery) -> None:
@@ -180,7 +181,7 @@ def test_an_import_with_an_unknown_outcome_is_looked_up_before_it_is_sent_again(
     assert len(fake.project_tasks(only_project(fake, "Jokes-chat"))) == 1
     assert fake.count("GET", "/api/tasks/") >= 1  # looked up by capture_id
     assert outbox.stats().pending == 0 and delivery.metrics.retried >= 1
-    mapping = outbox.session_task("title:Jokes-chat", "alice\x1fs1")
+    mapping = outbox.session_task("title:Jokes-chat", session_ref("alice", "s1") or "")
     assert mapping is not None  # a session settled by the lookup keeps its task
 
 
@@ -414,7 +415,7 @@ def test_feedback_without_the_session_mapping_finds_its_own_users_task(fake, tmp
                 prompt="",
                 data={"feedback": entry},
                 kind="feedback",
-                target={"request_id": "r", "session_id": "S", "user_id": "<EMAIL>"},
+                target={"request_id": "r", "session": session_ref("<EMAIL>", "S")},
             )
         ]
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from legacy_outbox import fill_postgres, fill_sqlite, legacy_records, make_postgres, make_sqlite
 
+from langchain_label_studio.identity import digest, session_ref
 from langchain_label_studio.outbox import OutboxUnavailable, SQLiteOutbox
 from langchain_label_studio.outbox import sqlite as sqlite_outbox
 from langchain_label_studio.outbox.base import SchemaTooNew
@@ -42,7 +43,7 @@ def legacy_file(tmp_path: Path) -> tuple[Path, list[CaptureRecord], list[Capture
 
 def test_a_new_outbox_is_made_at_the_current_version(tmp_path: Path) -> None:
     outbox = SQLiteOutbox(tmp_path / "state" / "outbox.db")
-    assert user_version(outbox.path) == sqlite_outbox.schema_version() == 2
+    assert user_version(outbox.path) == sqlite_outbox.schema_version() == 3
     outbox.close()
 
 
@@ -57,10 +58,11 @@ def test_a_0_1_0_file_is_upgraded_and_keeps_everything(tmp_path: Path) -> None:
     assert {c.record.capture_id for c in captures} == {r.capture_id for r in records[:2]}  # one project
     chats = outbox.claim(100, 60)
     assert {c.record.capture_id for c in chats} == {r.capture_id for r in records[2:4]}
+    assert {c.record.session for c in chats} == {digest(records[2].session or "")}  # the id is not kept
     assert outbox.claim(100, 60) == []  # the feedback is no longer in a capture queue...
     [feedback] = outbox.claim(100, 60, feedback=True)  # ...but in its project's feedback queue
     assert feedback.record.capture_id == records[4].capture_id and feedback.record.kind == "feedback"
-    mapping = outbox.session_task("title:Chats", "old-session")
+    mapping = outbox.session_task("title:Chats", digest("old-session"))
     assert mapping is not None and mapping.task_id == 41
     assert outbox.meta() == {"label_studio_url": SERVER}
     [(_, kept, reason, _)] = outbox.dead_letters()
@@ -68,6 +70,42 @@ def test_a_0_1_0_file_is_upgraded_and_keeps_everything(tmp_path: Path) -> None:
     assert outbox.requeue_dead_letters() == 1  # requeued where feedback belongs
     assert outbox.stats().by_project[f"{FEEDBACK_QUEUE}title:Jokes"] == 2
     outbox.close()
+
+
+def test_a_version_2_file_keeps_sessions_as_digests_of_the_ids(tmp_path: Path) -> None:
+    """Version 2 kept a session's user and session ids (``user\x1fsession``) in the sessions table
+    and the records, a feedback's in its target; version 3 keeps digests only."""
+    path, _, _ = legacy_file(tmp_path)
+    project = {"title": "Chats", "id": None, "mode": "chat", "label_config": None}
+    turn = CaptureRecord(project=project, prompt="Hi", response="Hello", session="victim@example.com\x1fS")
+    feedback = CaptureRecord(
+        project=project,
+        prompt="",
+        data={"feedback": {"score": 1.0}},
+        kind="feedback",
+        target={"request_id": "r1", "session_id": "S", "user_id": "victim@example.com"},
+    )
+    db = sqlite3.connect(path, isolation_level=None)
+    for record in (turn, feedback):
+        db.execute(
+            "INSERT INTO records (capture_id, project_key, session, payload, created_at) VALUES (?, ?, ?, ?, 0)",
+            (record.capture_id, record.project_key, record.session, record.to_json()),
+        )
+    db.execute("INSERT INTO sessions VALUES ('title:Chats', 'victim@example.com\x1fS', 42, NULL, 1.0)")
+    db.close()
+
+    outbox = SQLiteOutbox(path)
+    ref = session_ref("victim@example.com", "S")
+    mapping = outbox.session_task("title:Chats", ref or "")
+    assert mapping is not None and mapping.task_id == 42
+    captures = [c.record for _ in range(3) for c in outbox.claim(100, 60)]  # one project per claim
+    [stored] = [r for r in captures if r.capture_id == turn.capture_id]
+    assert stored.session == ref
+    feedbacks = [c.record for _ in range(3) for c in outbox.claim(100, 60, feedback=True)]
+    [stored] = [r for r in feedbacks if r.capture_id == feedback.capture_id]
+    assert stored.target == {"request_id": "r1", "session": ref}
+    outbox.close()
+    assert not any(b"victim@example.com" in f.read_bytes() for f in path.parent.glob("outbox-legacy.db*"))
 
 
 def test_opening_an_upgraded_file_again_changes_nothing(tmp_path: Path) -> None:
@@ -94,7 +132,7 @@ def test_a_later_step_runs_once_after_the_earlier_ones(tmp_path: Path, monkeypat
     monkeypatch.setattr(sqlite_outbox, "MIGRATIONS", [*sqlite_outbox.MIGRATIONS, v3])
     SQLiteOutbox(path).close()
     SQLiteOutbox(path).close()
-    assert ran == [2] and user_version(path) == 3
+    assert ran == [3] and user_version(path) == 4
 
 
 def test_a_failing_step_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,7 +188,7 @@ def test_postgres_0_1_0_schema_is_upgraded_and_keeps_everything(pg_url: str) -> 
     outbox = postgres.PostgresOutbox(pg_url, SERVER)
     try:
         captures = outbox.claim(100, 60)
-        assert pg_version(pg_url) == postgres.schema_version() == 2
+        assert pg_version(pg_url) == postgres.schema_version() == 3
         assert {c.record.capture_id for c in captures} == {r.capture_id for r in records[:2]}
         assert {c.record.capture_id for c in outbox.claim(100, 60)} == {r.capture_id for r in records[2:4]}
         assert outbox.claim(100, 60) == []
@@ -163,7 +201,7 @@ def test_postgres_0_1_0_schema_is_upgraded_and_keeps_everything(pg_url: str) -> 
         outbox.close()
     again = postgres.PostgresOutbox(pg_url, SERVER)
     try:
-        assert again.stats().pending == 6 and pg_version(pg_url) == 2
+        assert again.stats().pending == 6 and pg_version(pg_url) == 3
     finally:
         again.close()
 
@@ -184,7 +222,7 @@ def test_postgres_failing_step_rolls_back_and_newer_schema_is_refused(
     monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, broken])
     outbox = postgres.PostgresOutbox(pg_url, SERVER)
     try:
-        with pytest.raises(OutboxUnavailable, match="schema version 3: RuntimeError: a step that fails half way"):
+        with pytest.raises(OutboxUnavailable, match="schema version 4: RuntimeError: a step that fails half way"):
             outbox.stats()
     finally:
         outbox.close()

@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from ..identity import digest, session_ref
 from ..record import CaptureRecord, new_id
 
 
@@ -183,3 +184,27 @@ def placeholder(record: CaptureRecord, reason: str) -> CaptureRecord:
     kept.seal()
     return kept
 
+
+
+def session_digest(session: str | None) -> str | None:
+    """A session key as schema 3 keeps it (a digest; see ``identity.session_ref``)."""
+    return None if session is None else digest(session)
+
+
+def with_session_refs(payload: str) -> str:
+    """A record stored by schema 2 as schema 3 stores it: its session, and the session a feedback
+    names, kept as digests rather than the user and session ids. A payload that is not a record
+    is kept as it is."""
+    try:
+        record = CaptureRecord.from_json(payload)
+    except Exception:
+        return payload
+    record.session = session_digest(record.session)
+    if record.kind == "feedback" and isinstance(record.target, dict):
+        target = record.target
+        user, session = target.get("user_id"), target.get("session_id")
+        record.target = {
+            "request_id": target.get("request_id"),
+            "session": session_ref(None if user is None else str(user), None if session is None else str(session)),
+        }
+    return record.to_json()

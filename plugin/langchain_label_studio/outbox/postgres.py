@@ -24,7 +24,16 @@ from typing import Any, TypeVar
 from ..gil import step_aside
 from ..record import FEEDBACK_QUEUE, CaptureRecord
 from ..urls import public_url
-from .base import Claimed, OutboxStats, OutboxUnavailable, SchemaTooNew, SessionTask, within_cap
+from .base import (
+    Claimed,
+    OutboxStats,
+    OutboxUnavailable,
+    SchemaTooNew,
+    SessionTask,
+    session_digest,
+    with_session_refs,
+    within_cap,
+)
 
 try:
     import psycopg
@@ -115,9 +124,41 @@ def _v2_feedback_queues(conn: psycopg.Connection, schema: str) -> None:
         )
 
 
+def _v3_session_refs(conn: psycopg.Connection, schema: str) -> None:
+    """Version 3: sessions are kept as digests of the user and session ids, never the ids."""
+    sessions = sql.Identifier(schema, "sessions")
+    rows = conn.execute(sql.SQL("SELECT server, project_key, session FROM {}").format(sessions)).fetchall()
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL("UPDATE {} SET session = %s WHERE server = %s AND project_key = %s AND session = %s").format(
+                sessions
+            ),
+            [(session_digest(s), server, key, s) for server, key, s in rows],
+        )
+    for table in ("records", "dead_letters"):
+        name = sql.Identifier(schema, table)
+        seqs = [
+            seq
+            for (seq,) in conn.execute(
+                sql.SQL("SELECT seq FROM {} WHERE session IS NOT NULL OR payload LIKE %s").format(name),
+                ('%"kind":"feedback"%',),
+            ).fetchall()
+        ]
+        for start in range(0, len(seqs), 500):  # a bounded share of a full outbox in memory at a time
+            chunk = conn.execute(
+                sql.SQL("SELECT seq, session, payload FROM {} WHERE seq = ANY(%s)").format(name),
+                (seqs[start : start + 500],),
+            ).fetchall()
+            with conn.cursor() as cur:
+                cur.executemany(
+                    sql.SQL("UPDATE {} SET session = %s, payload = %s WHERE seq = %s").format(name),
+                    [(session_digest(s), with_session_refs(p), seq) for seq, s, p in chunk],
+                )
+
+
 #: One migration per version step: ``MIGRATIONS[n]`` takes the tables from version ``n`` to ``n + 1``.
 #: Append a function to change the schema; never change one that has shipped.
-MIGRATIONS: list[Callable[[psycopg.Connection, str], None]] = [_v1_tables, _v2_feedback_queues]
+MIGRATIONS: list[Callable[[psycopg.Connection, str], None]] = [_v1_tables, _v2_feedback_queues, _v3_session_refs]
 
 
 def schema_version() -> int:

@@ -19,7 +19,15 @@ from pathlib import Path
 from ..gil import step_aside
 from ..record import FEEDBACK_QUEUE, CaptureRecord
 from ..state_dir import lock_file, open_private, private_dir
-from .base import Claimed, OutboxStats, SchemaTooNew, SessionTask, within_cap
+from .base import (
+    Claimed,
+    OutboxStats,
+    SchemaTooNew,
+    SessionTask,
+    session_digest,
+    with_session_refs,
+    within_cap,
+)
 
 #: The tables of schema version 1, as 0.1.0 made them (it kept no version: ``user_version`` 0).
 _V1_TABLES = """
@@ -80,9 +88,24 @@ def _v2_feedback_queues(db: sqlite3.Connection) -> None:
         )
 
 
+def _v3_session_refs(db: sqlite3.Connection) -> None:
+    """Version 3: sessions are kept as digests of the user and session ids, never the ids."""
+    db.create_function("session_digest", 1, session_digest, deterministic=True)
+    db.create_function("with_session_refs", 1, with_session_refs, deterministic=True)
+    db.execute("UPDATE sessions SET session = session_digest(session)")
+    db.execute(
+        "UPDATE records SET session = session_digest(session), payload = with_session_refs(payload) "
+        "WHERE session IS NOT NULL OR json_extract(payload, '$.kind') = 'feedback'"
+    )
+    db.execute(
+        "UPDATE dead_letters SET payload = with_session_refs(payload) "
+        "WHERE json_extract(payload, '$.session') IS NOT NULL OR json_extract(payload, '$.kind') = 'feedback'"
+    )
+
+
 #: One migration per version step: ``MIGRATIONS[n]`` takes the tables from version ``n`` to ``n + 1``.
 #: Append a function to change the schema; never change one that has shipped.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables, _v2_feedback_queues]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables, _v2_feedback_queues, _v3_session_refs]
 
 
 def schema_version() -> int:
