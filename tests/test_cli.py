@@ -120,8 +120,10 @@ def test_drop_dead_letters(label_studio, admin, tmp_path, project_name):
     [(seq, _, _, _)] = pipeline.outbox.dead_letters()
     assert "dropped 1" in cli("dead-letters", "drop", str(seq), env=env).stdout
     assert pipeline.outbox.dead_letters() == []
-    bad = cli("dead-letters", "show", "999999", env=env)
-    assert bad.returncode == 1 and bad.stderr.startswith("error: no dead letter") and "Traceback" not in bad.stderr
+    for command in ("show", "drop", "retry"):
+        bad = cli("dead-letters", command, "999999", env=env)
+        assert bad.returncode == 1 and bad.stderr.startswith("error: no dead letter 999999"), bad.stderr
+        assert "Traceback" not in bad.stderr
 
 
 def test_check(label_studio, admin, project_name):

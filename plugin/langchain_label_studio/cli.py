@@ -268,6 +268,12 @@ def _dead_letter_action(args: argparse.Namespace, settings: Settings, outbox: Ou
     if not args.seqs and not args.all:
         raise ValueError("name dead letters by number, or pass --all")
     seqs = None if args.all else args.seqs
+    if seqs is not None:  # every one named must exist, as for ``show``: nothing is done otherwise
+        known = {row[0] for row in outbox.dead_letters()}
+        missing = [str(seq) for seq in seqs if seq not in known]
+        if missing:
+            done = "dropped" if action == "drop" else "retried"
+            raise ValueError(f"no dead letter {', '.join(missing)}: none {done}")
     if action == "drop":
         print(f"dropped {outbox.drop_dead_letters(seqs)} dead letter(s)")
         return 0
