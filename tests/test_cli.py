@@ -451,3 +451,22 @@ def test_local_status_prints_no_password(label_studio):
     assert f"password in {LS_DATA / 'admin-password'}" in out.stdout
     assert (LS_DATA / "admin-password").read_text().strip() == label_studio.password
     assert f"export LABEL_STUDIO_API_KEY={label_studio.api_key}" in out.stdout
+
+
+def test_retry_leaves_quarantined_dead_letters_which_kept_no_content(tmp_path):
+    from langchain_label_studio.outbox.base import placeholder
+
+    env = {"LABEL_STUDIO_URL": "http://127.0.0.1:9", "LABEL_STUDIO_STATE_DIR": str(tmp_path)}
+    outbox = open_outbox(Settings(url=env["LABEL_STUDIO_URL"], state_dir=tmp_path))
+    broken = CaptureRecord(project={"title": "Jokes", "id": None, "mode": "prompt", "label_config": None}, prompt="x")
+    outbox.quarantine(placeholder(broken, "before_capture failed: ValueError"), "before_capture failed: ValueError")
+    [(seq, _, _, _)] = outbox.dead_letters()
+    outbox.close()
+
+    named = cli("dead-letters", "retry", str(seq), env=env)
+    assert named.returncode == 1 and "kept no content (quarantined)" in named.stderr, named.stderr
+    every = cli("dead-letters", "retry", "--all", "--no-deliver", env=env)
+    assert every.returncode == 0, every.stderr
+    assert "0 dead letter(s) back in the queue" in every.stdout
+    assert "1 quarantined dead letter(s) kept no content and stay" in every.stdout
+    assert "dropped 1" in cli("dead-letters", "drop", str(seq), env=env).stdout

@@ -274,6 +274,12 @@ def _dead_letter_action(args: argparse.Namespace, settings: Settings, outbox: Ou
         if missing:
             done = "dropped" if action == "drop" else "retried"
             raise ValueError(f"no dead letter {', '.join(missing)}: none {done}")
+        empty = [str(seq) for seq in seqs if seq < 0]
+        if action == "retry" and empty:
+            raise ValueError(
+                f"dead letter {', '.join(empty)} kept no content (quarantined): nothing to deliver; "
+                "drop it once its reason is dealt with"
+            )
     if action == "drop":
         print(f"dropped {outbox.drop_dead_letters(seqs)} dead letter(s)")
         return 0
@@ -288,6 +294,9 @@ def _dead_letter_action(args: argparse.Namespace, settings: Settings, outbox: Ou
         )
     if retried.delivered is not None:
         print(f"delivered {retried.delivered} record(s) to {settings.url}")
+    kept = sum(1 for row in outbox.dead_letters() if row[0] < 0)
+    if kept:
+        print(f"{kept} quarantined dead letter(s) kept no content and stay: drop them once their reason is dealt with")
     return 0
 
 

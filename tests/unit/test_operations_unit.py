@@ -11,6 +11,7 @@ from fake_label_studio import URL, FakeLabelStudio
 from langchain_label_studio import operations
 from langchain_label_studio.label_config import DEFAULT_CONFIGS
 from langchain_label_studio.outbox import Outbox, open_outbox
+from langchain_label_studio.outbox.base import placeholder
 from langchain_label_studio.record import CaptureRecord
 from langchain_label_studio.settings import Settings
 
@@ -88,3 +89,29 @@ def test_deliver_outbox_gives_up_after_the_timeout(settings: Settings, outbox: O
         operations.deliver_outbox(settings, 0.2, client=fake.client())
     assert outbox.stats().pending == 1
     assert settings.deliver is False  # the caller's settings are left as they were
+
+
+def quarantined_and_refused(outbox: Outbox) -> None:
+    """One dead letter that kept its content (refused by Label Studio), one quarantined (none)."""
+    dead_letters(outbox, 1)
+    broken = CaptureRecord(project={"title": "Jokes", "id": None, "mode": "prompt", "label_config": None}, prompt="x")
+    outbox.quarantine(placeholder(broken, "before_capture failed: ValueError"), "before_capture failed: ValueError")
+
+
+def test_a_quarantined_dead_letter_is_never_requeued(outbox: Outbox) -> None:
+    quarantined_and_refused(outbox)
+    assert outbox.requeue_dead_letters() == 1
+    [(seq, kept, reason, _)] = outbox.dead_letters()
+    assert seq < 0 and kept.prompt == "" and reason.startswith("before_capture failed")
+    assert outbox.requeue_dead_letters([seq]) == 0 and outbox.stats().pending == 1
+    assert outbox.drop_dead_letters([seq]) == 1
+
+
+def test_a_quarantined_dead_letter_is_never_requeued_from_postgres(pg_url: str) -> None:
+    from langchain_label_studio.outbox.postgres import PostgresOutbox
+
+    outbox = PostgresOutbox(pg_url, URL)
+    try:
+        test_a_quarantined_dead_letter_is_never_requeued(outbox)
+    finally:
+        outbox.close()

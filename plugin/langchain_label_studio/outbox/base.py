@@ -118,7 +118,8 @@ class Outbox(Protocol):
         """All dead-lettered records with their reason and time, oldest first."""
 
     def requeue_dead_letters(self, seqs: list[int] | None = None) -> int:
-        """Put dead letters back in the queue (all, or those named); returns how many."""
+        """Put dead letters back in the queue (all, or those named); returns how many. Quarantined
+        ones (a negative number: they kept no content, see :func:`placeholder`) stay."""
 
     def drop_dead_letters(self, seqs: list[int] | None = None) -> int:
         """Delete dead letters for good (all, or those named); returns how many."""

@@ -513,7 +513,7 @@ class PostgresOutbox:
         def work(conn: psycopg.Connection) -> int:
             with conn.transaction():
                 moved = conn.execute(self._q["requeue"], args).rowcount
-                conn.execute(self._q["drop_dead"], args)
+                conn.execute(self._q["drop_requeued"], args)
             return moved
 
         return self._run(work)
@@ -638,8 +638,11 @@ _QUERIES = {
     "requeue": (
         "INSERT INTO {s}.records (server, capture_id, project_key, session, payload, created_at) "
         "SELECT server, capture_id, project_key, session, payload, failed_at FROM {s}.dead_letters "
-        "WHERE server = %(server)s AND (%(all)s OR seq = ANY(%(seqs)s)) "
+        "WHERE server = %(server)s AND seq >= 0 AND (%(all)s OR seq = ANY(%(seqs)s)) "
         "ON CONFLICT (server, capture_id) DO NOTHING"
+    ),
+    "drop_requeued": (
+        "DELETE FROM {s}.dead_letters WHERE server = %(server)s AND seq >= 0 AND (%(all)s OR seq = ANY(%(seqs)s))"
     ),
     "drop_dead": "DELETE FROM {s}.dead_letters WHERE server = %(server)s AND (%(all)s OR seq = ANY(%(seqs)s))",
     "by_project": "SELECT project_key, COUNT(*) FROM {s}.records WHERE server = %(server)s GROUP BY project_key",

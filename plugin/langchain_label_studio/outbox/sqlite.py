@@ -366,8 +366,9 @@ class SQLiteOutbox:
         return [(seq, CaptureRecord.from_json(p), reason, at) for seq, p, reason, at in rows]
 
     def requeue_dead_letters(self, seqs: list[int] | None = None) -> int:
-        """Put dead letters back in the queue (all, or those named); returns how many."""
-        where = "" if seqs is None else f" WHERE seq IN ({_placeholders(len(seqs))})"
+        """Put dead letters back in the queue (all, or those named); returns how many. Quarantined
+        ones (a negative number: they kept no content) stay."""
+        where = " WHERE seq >= 0" + ("" if seqs is None else f" AND seq IN ({_placeholders(len(seqs))})")
         args = () if seqs is None else tuple(seqs)
         with self._tx() as db:
             moved = db.execute(
