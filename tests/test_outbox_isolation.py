@@ -57,12 +57,11 @@ def writer(tmp_path):
 
 def test_bad_records_are_quarantined_and_the_rest_stored(writer, caplog):
     good = [capture(f"fine {i}") for i in range(3)]
-    bad = {marker: capture("x", data={"hook": marker}) for marker in ("raise", "junk")}
+    bad = {marker: capture("x", data={"hook": marker}) for marker in ("raise", "junk", "nest")}
     odd = [
         capture("lone \ud800 surrogate", session="sess\udfff", data={"key\ud800": "v"}),
         capture("x", data={"hook": "surrogate"}),
         capture("nul \x00 char"),
-        capture("x", data={"hook": "nest"}),  # 5,000 levels: past 40, the rest is kept as text
     ]
     for record in [good[0], *bad.values(), good[1], *odd, good[2]]:
         assert writer.submit(record)
@@ -74,17 +73,13 @@ def test_bad_records_are_quarantined_and_the_rest_stored(writer, caplog):
         payload.encode("utf-8")  # valid UTF-8, whatever came in
         assert "\x00" not in json.loads(payload)["prompt"]
     assert json.loads(rows[odd[0].capture_id])["prompt"] == "lone \ufffd surrogate"
-    nested, depth = json.loads(rows[odd[3].capture_id])["data"]["nested"], 0
-    while isinstance(nested, dict):
-        nested, depth = nested["k"], depth + 1
-    assert depth < 45 and nested == "<dict>"  # too deep even for repr(): its type
 
     dead = {record.capture_id: reason for _, record, reason, _ in writer.outbox.dead_letters()}
     assert set(dead) == {r.capture_id for r in bad.values()}
     assert dead[bad["raise"].capture_id] == "before_capture failed: ValueError"
     assert "TypeError" in dead[bad["junk"].capture_id]
     assert "alice@example.com" not in caplog.text and "secret content" not in caplog.text
-    assert writer.health()["dead_lettered"] == 2
+    assert writer.health()["dead_lettered"] == 3
 
 
 def test_quarantined_records_keep_no_content(writer):

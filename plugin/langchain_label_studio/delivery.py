@@ -24,6 +24,7 @@ from typing import Any
 from .client import AuthError, LabelStudioClient, LabelStudioError, Rejected, Unavailable
 from .feedback import FEEDBACK_KEYS
 from .gil import step_aside
+from .identity import session_ref
 from .label_config import Layout, check_mode, parse_layout
 from .metrics import Metrics
 from .outbox.base import Claimed, Outbox
@@ -155,7 +156,7 @@ class Delivery:
                 else:
                     self.outbox.set_meta(**{WRITE_STARTED: ""})
                 raise
-            except LabelStudioError:
+            except BaseException:  # refused, or a failure of this process: nothing left running
                 self.outbox.set_meta(**{WRITE_STARTED: ""})
                 raise
             self.outbox.set_meta(**{WRITE_STARTED: ""})
@@ -336,6 +337,8 @@ class Delivery:
         """The task(s) feedback goes to: the session's task (chat), else the request's task."""
         target = record.target or {}
         ref = target.get("session")
+        if ref is None and target.get("session_id"):  # queued by a process of an older release
+            ref = session_ref(_text(target.get("user_id")), str(target["session_id"]))
         if project.layout.mode == "chat" and isinstance(ref, str) and ref:
             mapping = self.outbox.session_task(record.project_key, ref)
             if mapping is not None:
@@ -425,12 +428,8 @@ class Delivery:
         seqs = [c.seq for group, _ in batch for c in group]
         self.outbox.mark_sent(seqs)
         try:
-            with self._one_write() as mark:
+            with self._one_write():
                 ids = self.client.import_tasks(project.id, [task for _, task in batch])
-                if project.id not in self._tabbed:  # once per project and process: the annotators' review tab
-                    self._tabbed.add(project.id)
-                    mark()
-                    ensure_review_tab(self.client, project.id)
         except Rejected as exc:
             if exc.status == 404:  # the project, not a record: nothing to split
                 raise
@@ -453,6 +452,13 @@ class Delivery:
                 )
         self.outbox.done(seqs)
         self.metrics.add("delivered", len(seqs))
+        if project.id not in self._tabbed:  # once per project and process: the annotators' review tab
+            self._tabbed.add(project.id)
+            try:
+                with self._one_write():
+                    ensure_review_tab(self.client, project.id)
+            except LabelStudioError:
+                pass  # a convenience: never a reason to hold captures back
 
     def _build(self, project: ResolvedProject, group: list[Claimed]) -> dict[str, Any] | None:
         """The group's task; a record that cannot be made into one is dead-lettered (not left blocking)."""
@@ -493,3 +499,7 @@ def _by_size(groups: list[list[Claimed]], max_bytes: int) -> list[list[list[Clai
 
 def _is_annotated(task: dict[str, Any]) -> bool:
     return bool(task.get("total_annotations") or task.get("cancelled_annotations") or task.get("annotations"))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -12,6 +12,7 @@ Outside the request a session is known only by :func:`session_ref`, a digest of 
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -53,6 +54,15 @@ def session_ref(user_id: str | None, session_id: str | None) -> str | None:
 def digest(key: str) -> str:
     """The digest :func:`session_ref` keeps of a session key."""
     return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def as_ref(session: str) -> str:
+    """A stored session as its reference: itself when it is one, else (a key a process of an older
+    release wrote, with the ids in it) its digest."""
+    return session if _REF.fullmatch(session) else digest(session)
+
+
+_REF = re.compile(r"[0-9a-f]{32}")
 
 
 #: Run ``configurable`` keys where LangGraph Server puts the authenticated user.

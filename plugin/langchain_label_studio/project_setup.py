@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .client import LabelStudioClient, LabelStudioError
+from .client import LabelStudioClient
 from .label_config import COMPARISON_CONFIGS, DEFAULT_CONFIGS
 
 REVIEW_TAB = "Review queue"
@@ -128,10 +128,7 @@ def review_tab(project_id: int) -> dict[str, Any]:
 
 def ensure_review_tab(client: LabelStudioClient, project_id: int) -> bool:
     """Add the review tab to a project unless it has one; True when it was added."""
-    try:
-        if any((v.get("data") or {}).get("title") == REVIEW_TAB for v in client.views(project_id)):
-            return False
-        client.create_view(review_tab(project_id))
-        return True
-    except LabelStudioError:
-        return False  # a convenience: never a reason to hold captures back
+    if any((v.get("data") or {}).get("title") == REVIEW_TAB for v in client.views(project_id)):
+        return False
+    client.create_view(review_tab(project_id))
+    return True

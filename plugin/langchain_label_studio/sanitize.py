@@ -87,9 +87,7 @@ class _Finisher:
     truncated: bool = False
 
     def text(self, value: str) -> str:
-        if "\x00" in value:
-            value = value.replace("\x00", "")
-        value = valid_text(value)
+        value = _plain(value)
         if len(value) > self.max_chars:
             self.truncated = True
             value = cut(value, self.max_chars)
@@ -124,8 +122,34 @@ def finish(record: CaptureRecord, max_chars: int = DEFAULT_MAX_CHARS) -> Capture
 
 
 def normalize(record: CaptureRecord) -> CaptureRecord:
-    """Writer stage, before redaction: valid text without NULs, nothing cut (in place)."""
-    return finish(record, sys.maxsize)
+    """Writer stage, before redaction: NULs removed and lone surrogates replaced in every string,
+    keys included (in place). Nothing is cut and nothing else changes: that is :func:`finish`'s."""
+    if _already_finished(record, sys.maxsize):
+        return record
+    record.prompt = _normalized(record.prompt)
+    if isinstance(record.response, str):
+        record.response = _plain(record.response)
+    record.data = _normalized(record.data)
+    return record
+
+
+def _normalized(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _plain(value)
+    if depth > MAX_DEPTH * 2:  # only a before_capture hook nests this deep: left for finish()
+        return value
+    if isinstance(value, dict):
+        return {_plain(k) if isinstance(k, str) else k: _normalized(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalized(v, depth + 1) for v in value]
+    return value
+
+
+def _plain(text: str) -> str:
+    """``text`` without NULs, as valid text."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return valid_text(text)
 
 
 def _already_finished(record: CaptureRecord, max_chars: int) -> bool:

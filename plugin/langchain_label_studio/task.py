@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from .identity import as_ref
 from .label_config import Layout
 from .record import STATE_TAIL_KEY, CaptureRecord, Dialogue, dumps
 
@@ -129,7 +130,7 @@ def build_task(record: CaptureRecord, layout: Layout) -> dict[str, Any]:
     data["priority"] = priority(data)
     data["capture_id"] = record.capture_id
     if record.session is not None:
-        data["session_ref"] = record.session
+        data["session_ref"] = as_ref(record.session)
     data["captured_at"] = datetime.fromtimestamp(record.captured_at, timezone.utc).isoformat()
     # The Data Manager lists columns in the order it first meets them: what annotators read first.
     first = {k: data.pop(k) for k in ("first_message", "last_answer", "priority", "turns", "user_id") if k in data}

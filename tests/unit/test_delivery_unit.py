@@ -424,3 +424,26 @@ def test_feedback_without_the_session_mapping_finds_its_own_users_task(fake, tmp
     by_capture = {t["data"]["capture_id"]: t["data"] for t in fake.project_tasks(only_project(fake, "Chats"))}
     assert by_capture[mallory.capture_id]["feedback_count"] == 1
     assert "feedback" not in by_capture[victim.capture_id]
+
+
+def test_a_session_stored_with_its_ids_by_an_older_process_reaches_the_task_as_a_digest(fake, outbox, delivery) -> None:
+    record = turn("s1", "Hi", "Hello", time.time(), user="alice@example.com")
+    record.session = "alice@example.com\x1fs1"  # as a process of the previous release still writes it
+    outbox.put_many([record])
+    drain(delivery)
+    [task] = fake.project_tasks(only_project(fake, "Chats"))
+    assert task["data"]["session_ref"] == session_ref("alice@example.com", "s1")
+
+
+def test_a_failure_of_this_process_inside_a_write_does_not_hold_the_next_one_back(fake, outbox, delivery, monkeypatch):
+    outbox.put_many([prompt(request_id="req-1")])
+    delivery.step()
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug, not Label Studio")
+
+    monkeypatch.setattr("langchain_label_studio.delivery.add_feedback", broken)
+    outbox.put_many([feedback("Jokes", "req-1")])
+    with pytest.raises(RuntimeError):
+        delivery.step()
+    assert outbox.meta()["write_started"] == ""  # no request left running: the next write need not wait

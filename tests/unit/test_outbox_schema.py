@@ -239,3 +239,39 @@ def test_postgres_failing_step_rolls_back_and_newer_schema_is_refused(
             newer.stats()
     finally:
         newer.close()
+
+
+def test_a_session_id_chosen_to_equal_another_sessions_digest_does_not_stop_the_upgrade(tmp_path: Path) -> None:
+    """0.1.0 kept the raw ``X-Session-ID``: a client could send another session's digest as its id."""
+    path = tmp_path / "state" / "outbox.db"
+    make_sqlite(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("INSERT INTO sessions VALUES ('title:Chats', 'abc', 1, NULL, 1.0)")
+    db.execute("INSERT INTO sessions VALUES ('title:Chats', ?, 2, NULL, 2.0)", (digest("abc"),))
+    db.close()
+    outbox = SQLiteOutbox(path)
+    first = outbox.session_task("title:Chats", digest("abc"))
+    second = outbox.session_task("title:Chats", digest(digest("abc")))
+    assert (first and first.task_id, second and second.task_id) == (1, 2)
+    outbox.close()
+
+
+def test_postgres_a_session_id_equal_to_another_sessions_digest_does_not_stop_the_upgrade(pg_url: str) -> None:
+    import psycopg
+
+    from langchain_label_studio.outbox import postgres
+
+    make_postgres(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for session, task in (("abc", 1), (digest("abc"), 2)):
+            conn.execute(
+                "INSERT INTO label_studio.sessions (server, project_key, session, task_id) VALUES (%s, %s, %s, %s)",
+                (SERVER, "title:Chats", session, task),
+            )
+    outbox = postgres.PostgresOutbox(pg_url, SERVER)
+    try:
+        first = outbox.session_task("title:Chats", digest("abc"))
+        second = outbox.session_task("title:Chats", digest(digest("abc")))
+        assert (first and first.task_id, second and second.task_id) == (1, 2)
+    finally:
+        outbox.close()

@@ -75,3 +75,17 @@ def test_a_nul_or_a_lone_surrogate_inside_a_secret_does_not_hide_it_from_redacti
     assert record.data == {"note": "<SECRET>", "key <SECRET>": "v"}
     stored = b"".join(f.read_bytes() for f in tmp_path.rglob("outbox.db*"))
     assert key[8:].encode() not in stored and b"example.org" not in stored
+
+
+def test_cleaning_before_redaction_cuts_nothing_a_secret_could_straddle(tmp_path: Path) -> None:
+    value: object = {"k": "x" * 936 + " alice.wonderland@example.com tail"}
+    for _ in range(45):  # deeper than the request path keeps: only a before_capture hook nests so deep
+        value = {"a": value}
+    p = pipeline(tmp_path)
+    try:
+        p.submit(CaptureRecord(project=dict(PROJECT), prompt="p", data={"d": value, "z": "a NUL\x00 elsewhere"}))
+        assert p.flush(30)
+        [claimed] = p.outbox.claim(10, 60)
+    finally:
+        p.close(timeout=1)
+    assert "wonderland" not in claimed.record.to_json()

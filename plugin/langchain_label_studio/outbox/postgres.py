@@ -127,13 +127,15 @@ def _v2_feedback_queues(conn: psycopg.Connection, schema: str) -> None:
 def _v3_session_refs(conn: psycopg.Connection, schema: str) -> None:
     """Version 3: sessions are kept as digests of the user and session ids, never the ids."""
     sessions = sql.Identifier(schema, "sessions")
-    rows = conn.execute(sql.SQL("SELECT server, project_key, session FROM {}").format(sessions)).fetchall()
+    # Rewritten as a whole: row by row, a session id chosen to equal another's digest would collide.
+    rows = conn.execute(
+        sql.SQL("SELECT server, project_key, session, task_id, prediction_id, captured_at FROM {}").format(sessions)
+    ).fetchall()
+    conn.execute(sql.SQL("DELETE FROM {}").format(sessions))
     with conn.cursor() as cur:
         cur.executemany(
-            sql.SQL("UPDATE {} SET session = %s WHERE server = %s AND project_key = %s AND session = %s").format(
-                sessions
-            ),
-            [(session_digest(s), server, key, s) for server, key, s in rows],
+            sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING").format(sessions),
+            [(server, key, session_digest(s), task, pred, at) for server, key, s, task, pred, at in rows],
         )
     for table in ("records", "dead_letters"):
         name = sql.Identifier(schema, table)

@@ -92,7 +92,13 @@ def _v3_session_refs(db: sqlite3.Connection) -> None:
     """Version 3: sessions are kept as digests of the user and session ids, never the ids."""
     db.create_function("session_digest", 1, session_digest, deterministic=True)
     db.create_function("with_session_refs", 1, with_session_refs, deterministic=True)
-    db.execute("UPDATE sessions SET session = session_digest(session)")
+    # Rewritten as a whole: row by row, a session id chosen to equal another's digest would collide.
+    rows = db.execute("SELECT project_key, session, task_id, prediction_id, captured_at FROM sessions").fetchall()
+    db.execute("DELETE FROM sessions")
+    db.executemany(
+        "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
+        [(key, session_digest(s), task, pred, at) for key, s, task, pred, at in rows],
+    )
     db.execute(
         "UPDATE records SET session = session_digest(session), payload = with_session_refs(payload) "
         "WHERE session IS NOT NULL OR json_extract(payload, '$.kind') = 'feedback'"
