@@ -275,3 +275,38 @@ def test_postgres_a_session_id_equal_to_another_sessions_digest_does_not_stop_th
         assert (first and first.task_id, second and second.task_id) == (1, 2)
     finally:
         outbox.close()
+
+
+def test_postgres_threads_opening_a_new_schema_together_migrate_it_once(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from langchain_label_studio.outbox import postgres
+
+    ran: list[int] = []
+
+    def counted(i: int, step):  # type: ignore[no-untyped-def]
+        def run(conn, schema):  # type: ignore[no-untyped-def]
+            ran.append(i)
+            step(conn, schema)
+
+        return run
+
+    monkeypatch.setattr(postgres, "MIGRATIONS", [counted(i, s) for i, s in enumerate(postgres.MIGRATIONS)])
+    outbox = postgres.PostgresOutbox(pg_url, SERVER)
+    start = threading.Barrier(4)
+
+    def use() -> None:
+        start.wait()
+        outbox.stats()
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        outbox.close()
+    assert sorted(ran) == list(range(len(postgres.MIGRATIONS)))  # each step once, whichever thread ran it

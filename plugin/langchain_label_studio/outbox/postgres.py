@@ -298,7 +298,14 @@ class PostgresOutbox:
     def stored_version(self, conn: psycopg.Connection) -> int:
         """The schema version of the tables (0: none yet, or tables made by 0.1.0)."""
         table = sql.Identifier(self.schema, "schema_version")
-        if _one(conn.execute("SELECT to_regclass(%s)", (table.as_string(None),)))[0] is None:
+        # pg_class as of this statement: to_regclass() may answer from a catalog snapshot taken
+        # before another replica's migration committed, which would run the steps again.
+        found = conn.execute(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = 'schema_version'",
+            (self.schema,),
+        ).fetchone()
+        if found is None:
             return 0
         return int(_one(conn.execute(sql.SQL("SELECT MAX(version) FROM {}").format(table)))[0] or 0)
 
