@@ -268,8 +268,8 @@ def _dead_letter_action(args: argparse.Namespace, settings: Settings, outbox: Ou
     if not args.seqs and not args.all:
         raise ValueError("name dead letters by number, or pass --all")
     seqs = None if args.all else args.seqs
+    known = {row[0] for row in outbox.dead_letters()}
     if seqs is not None:  # every one named must exist, as for ``show``: nothing is done otherwise
-        known = {row[0] for row in outbox.dead_letters()}
         missing = [str(seq) for seq in seqs if seq not in known]
         if missing:
             done = "dropped" if action == "drop" else "retried"
@@ -294,7 +294,7 @@ def _dead_letter_action(args: argparse.Namespace, settings: Settings, outbox: Ou
         )
     if retried.delivered is not None:
         print(f"delivered {retried.delivered} record(s) to {settings.url}")
-    kept = sum(1 for row in outbox.dead_letters() if row[0] < 0)
+    kept = sum(1 for seq in known if seq < 0)  # quarantined: a retry leaves them where they were
     if kept:
         print(f"{kept} quarantined dead letter(s) kept no content and stay: drop them once their reason is dealt with")
     return 0

@@ -24,7 +24,7 @@ from typing import Any
 from .client import AuthError, LabelStudioClient, LabelStudioError, Rejected, Unavailable
 from .feedback import FEEDBACK_KEYS
 from .gil import step_aside
-from .identity import session_ref
+from .identity import target_ref
 from .label_config import Layout, check_mode, parse_layout
 from .metrics import Metrics
 from .outbox.base import Claimed, Outbox
@@ -336,10 +336,8 @@ class Delivery:
     def _feedback_tasks(self, project: ResolvedProject, record: CaptureRecord) -> list[int]:
         """The task(s) feedback goes to: the session's task (chat), else the request's task."""
         target = record.target or {}
-        ref = target.get("session")
-        if ref is None and target.get("session_id"):  # queued by a process of an older release
-            ref = session_ref(_text(target.get("user_id")), str(target["session_id"]))
-        if project.layout.mode == "chat" and isinstance(ref, str) and ref:
+        ref = target_ref(target)
+        if project.layout.mode == "chat" and ref is not None:
             mapping = self.outbox.session_task(record.project_key, ref)
             if mapping is not None:
                 return [mapping.task_id]
@@ -499,7 +497,3 @@ def _by_size(groups: list[list[Claimed]], max_bytes: int) -> list[list[list[Clai
 
 def _is_annotated(task: dict[str, Any]) -> bool:
     return bool(task.get("total_annotations") or task.get("cancelled_annotations") or task.get("annotations"))
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)

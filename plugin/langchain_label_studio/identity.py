@@ -65,6 +65,16 @@ def as_ref(session: str) -> str:
 _REF = re.compile(r"[0-9a-f]{32}")
 
 
+def target_ref(target: Mapping[str, Any]) -> str | None:
+    """The session a feedback record's target names: its ``session``, or for a target written
+    by an older release (``user_id`` and ``session_id``), the reference of those ids."""
+    if "session" in target or not target.get("session_id"):
+        ref = target.get("session")
+        return ref if isinstance(ref, str) and ref else None
+    user = target.get("user_id")
+    return session_ref(None if user is None else str(user), str(target["session_id"]))
+
+
 #: Run ``configurable`` keys where LangGraph Server puts the authenticated user.
 _AUTH_USER_ID = "langgraph_auth_user_id"
 _AUTH_USER = "langgraph_auth_user"

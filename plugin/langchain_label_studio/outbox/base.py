@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from ..identity import digest, session_ref
+from ..identity import digest, target_ref
 from ..record import CaptureRecord, new_id
 
 
@@ -186,7 +186,6 @@ def placeholder(record: CaptureRecord, reason: str) -> CaptureRecord:
     return kept
 
 
-
 def session_digest(session: str | None) -> str | None:
     """A session key as schema 3 keeps it (a digest; see ``identity.session_ref``)."""
     return None if session is None else digest(session)
@@ -202,10 +201,5 @@ def with_session_refs(payload: str) -> str:
         return payload
     record.session = session_digest(record.session)
     if record.kind == "feedback" and isinstance(record.target, dict):
-        target = record.target
-        user, session = target.get("user_id"), target.get("session_id")
-        record.target = {
-            "request_id": target.get("request_id"),
-            "session": session_ref(None if user is None else str(user), None if session is None else str(session)),
-        }
+        record.target = {"request_id": record.target.get("request_id"), "session": target_ref(record.target)}
     return record.to_json()
