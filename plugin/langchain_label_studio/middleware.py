@@ -425,8 +425,7 @@ class _Responder:
                 extra.append((mw.feedback_header, self.token.encode()))
         headers += [(k, v) for k, v in extra if k not in present]
         message = {**message, "headers": headers}
-        content_type = dict((k.lower(), v) for k, v in headers).get(b"content-type", b"")
-        if self.token is not None and self.in_body and status == 200 and content_type.startswith(b"application/json"):
+        if self.token is not None and self.in_body and status == 200 and _is_json(headers):
             self._held = message
             return
         await self.send(message)
@@ -441,6 +440,11 @@ class _Responder:
         headers.append((b"content-length", str(len(body)).encode()))
         await self.send({**self._held, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
+
+
+def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    content_type = dict((k.lower(), v) for k, v in headers).get(b"content-type", b"")
+    return content_type.startswith(b"application/json")
 
 
 def _add_langserve_token(body: bytes, token: str, tokens: FeedbackTokens | None) -> bytes:

@@ -18,6 +18,9 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+from langchain_core.tracers.context import tracing_v2_callback_var
+from langsmith import run_helpers, utils
+
 logger = logging.getLogger("langchain_label_studio")
 
 #: Task columns: the ids a capture records, and the link delivery adds.
@@ -34,16 +37,14 @@ MAX_PROJECTS = 1000
 
 def trace_of(run_id: UUID) -> dict[str, str] | None:
     """The LangSmith ids of a root run starting now (task columns), or None when it is not traced."""
-    from langchain_core.tracers.context import tracing_v2_callback_var
-    from langsmith import run_helpers, utils
-
     tracer = tracing_v2_callback_var.get()
-    if tracer is None and utils.tracing_is_enabled() is not True:
+    context = run_helpers.get_tracing_context()
+    if tracer is None and utils.tracing_is_enabled(context) is not True:
         return None
-    parent = run_helpers.get_current_run_tree()
+    parent = context["parent"]
     project = (
         getattr(tracer, "project_name", None)
-        or run_helpers.get_tracing_context().get("project_name")
+        or context.get("project_name")
         or (parent.session_name if parent is not None else None)
         or utils.get_tracer_project()
     )
