@@ -24,6 +24,7 @@ from .pipeline import Pipeline
 from .project import Project
 from .record import CaptureRecord
 from .settings import DEFAULT_URL, Settings
+from .urls import public_url, strip_credentials
 
 #: The exit code of a command whose standard output was closed early (128 + SIGPIPE), as a
 #: shell reports it for Unix tools.
@@ -222,7 +223,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.format == "json":
         _print_json(reports)
     else:
-        print("\n".join(status_lines(reports, settings.url or "", operations.outbox_home(settings))))
+        print("\n".join(status_lines(reports, public_url(settings.url), operations.outbox_home(settings))))
     return 0
 
 
@@ -293,7 +294,7 @@ def _dead_letter_action(args: argparse.Namespace, settings: Settings, outbox: Ou
             on_requeued=lambda n: print(f"{n} dead letter(s) back in the queue", flush=True),
         )
     if retried.delivered is not None:
-        print(f"delivered {retried.delivered} record(s) to {settings.url}")
+        print(f"delivered {retried.delivered} record(s) to {public_url(settings.url)}")
     kept = sum(1 for seq in known if seq < 0)  # quarantined: a retry leaves them where they were
     if kept:
         print(f"{kept} quarantined dead letter(s) kept no content and stay: drop them once their reason is dealt with")
@@ -320,7 +321,8 @@ def _deliver(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     pipeline.start()
-    print(f"delivering {pipeline.outbox.location} to {settings.url} (stop with Ctrl-C or SIGTERM)", file=sys.stderr)
+    target = public_url(settings.url)
+    print(f"delivering {pipeline.outbox.location} to {target} (stop with Ctrl-C or SIGTERM)", file=sys.stderr)
 
     def report(prefix: str = "") -> None:
         health = pipeline.health()
@@ -346,14 +348,14 @@ def _check(args: argparse.Namespace) -> int:
     problems = operations.check(settings, projects)
     titles = [p.title() for p in projects]
     if args.format == "json":
-        _print_json({"ok": not problems, "url": settings.url, "projects": titles, "problems": problems})
+        _print_json({"ok": not problems, "url": public_url(settings.url), "projects": titles, "problems": problems})
         return 1 if problems else 0
     for problem in problems:
         print(f"problem: {one_line(problem)}", file=sys.stderr)
     if problems:
         return 1
     names = ", ".join(titles) or "no projects named"
-    print(f"ok: Label Studio at {settings.url} answers, the token is accepted; checked {names}")
+    print(f"ok: Label Studio at {public_url(settings.url)} answers, the token is accepted; checked {names}")
     return 0
 
 
@@ -476,10 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (local.LocalError, LabelStudioError, OSError, ValueError) as exc:
-        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"error: {one_line(strip_credentials(str(exc)))}", file=sys.stderr)
         return 1
     except Exception as exc:  # anything else is still one line, not a traceback
-        print(f"error: {type(exc).__name__}: {one_line(str(exc))}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {one_line(strip_credentials(str(exc)))}", file=sys.stderr)
         return 1
 
 

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .urls import strip_credentials
+
 logger = logging.getLogger("langchain_label_studio")
 
 
@@ -43,7 +45,11 @@ class Metrics:
             self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
     def error(self, message: str, every_s: float = 60.0) -> None:
-        """Record an error; log it at most once per ``every_s`` for the same message."""
+        """Record an error; log it at most once per ``every_s`` for the same message.
+
+        Credentials in a URL of the message are removed first: it is logged and stored.
+        """
+        message = strip_credentials(message)
         now = time.time()
         with self._lock:
             self.last_error, self.last_error_at = message, now
@@ -58,7 +64,8 @@ class Metrics:
                 pass
 
     def warn(self, message: str, every_s: float = 60.0) -> None:
-        """Log a warning at most once per ``every_s`` for the same message."""
+        """Log a warning at most once per ``every_s`` for the same message (without credentials)."""
+        message = strip_credentials(message)
         now = time.time()
         with self._lock:
             if now - self._logged.get(message, 0.0) < every_s:

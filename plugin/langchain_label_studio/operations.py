@@ -19,7 +19,7 @@ from .outbox import Outbox, SQLiteOutbox
 from .pipeline import Pipeline
 from .project import Project, as_project
 from .settings import Settings
-from .urls import public_url
+from .urls import public_url, strip_credentials
 
 
 class AppImportError(ValueError):
@@ -72,7 +72,7 @@ def configured_outbox(settings: Settings) -> Outbox:
     found = outboxes(settings, only_configured=True)
     if not found:
         raise ValueError(
-            f"no outbox for {settings.url} in {outbox_home(settings)}; name its server with --url or "
+            f"no outbox for {public_url(settings.url)} in {outbox_home(settings)}; name its server with --url or "
             "LABEL_STUDIO_URL (`langchain-label-studio status` lists the outboxes)"
         )
     return found[0]
@@ -93,7 +93,7 @@ def outbox_home(settings: Settings) -> str:
 def probe(url: str, api_key: str | None) -> dict[str, Any]:
     """Whether Label Studio answers, and whether the token is accepted (and its kind)."""
     client = LabelStudioClient(url, api_key, timeout=10)
-    report: dict[str, Any] = {"url": url, "reachable": client.health(), "token": None}
+    report: dict[str, Any] = {"url": public_url(url), "reachable": client.health(), "token": None}
     if not api_key:
         report["token"] = "missing: set LABEL_STUDIO_API_KEY"
     elif report["reachable"]:
@@ -113,19 +113,19 @@ def outbox_report(outbox: Outbox, settings: Settings) -> dict[str, Any]:
     """One outbox's state. Only the configured server's outbox has its server probed (with the
     configured URL and key); another server's is listed, never contacted."""
     stats, meta = outbox.stats(), outbox.meta()
-    recorded = server_of(outbox)
+    recorded = public_url(server_of(outbox)) or None
     mine = is_configured(outbox, settings)
     last_at = float(meta["last_error_at"]) if "last_error_at" in meta else None
     return {
         "outbox": outbox.location,
-        "label_studio_url": settings.url if mine else recorded or "?",
+        "label_studio_url": public_url(settings.url) if mine else recorded or "?",
         "recorded_url": recorded,
         "configured": mine,
         "pending": stats.pending,
         "by_project": stats.by_project,
         "oldest_pending_s": stats.oldest_age_s,
         "dead_letters": stats.dead_letters,
-        "last_error": meta.get("last_error"),
+        "last_error": strip_credentials(meta["last_error"]) if meta.get("last_error") else None,
         "last_error_age_s": None if last_at is None else time.time() - last_at,
         "label_studio": probe(settings.url or "", settings.api_key) if mine else None,
     }

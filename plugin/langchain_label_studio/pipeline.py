@@ -148,7 +148,7 @@ class Pipeline:
         self._settled(len(batch))
         if not self._meta_written:  # the outbox is reachable: note which server its records are for
             try:
-                self.outbox.set_meta(label_studio_url=self.settings.url or "")
+                self.outbox.set_meta(label_studio_url=public_url(self.settings.url))
                 self._meta_written = True
             except Exception:  # only a note for `status`: tried again on the next commit
                 pass
@@ -293,8 +293,6 @@ class Pipeline:
         except OutboxUnavailable as exc:
             stats, outbox_error = OutboxStats(), str(exc)
         snapshot = self.metrics.snapshot()
-        if snapshot.get("last_error"):
-            snapshot["last_error"] = strip_credentials(snapshot["last_error"])
         return {
             "label_studio_url": public_url(self.settings.url),
             "pid": os.getpid(),

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .urls import strip_credentials
+
 #: Where Label Studio is when ``LABEL_STUDIO_URL`` is unset.
 DEFAULT_URL = "http://localhost:8080"
 
@@ -124,8 +126,11 @@ class Settings:
         self.outbox = outbox or env(OUTBOX_ENV)
         if self.outbox is not None and not self.outbox.startswith(("postgresql://", "postgres://")):
             raise ValueError(
-                f"outbox must be a postgresql:// URL (or unset for the SQLite file in state_dir), not {self.outbox!r}"
+                "outbox must be a postgresql:// URL (or unset for the SQLite file in state_dir), "
+                f"not {strip_credentials(self.outbox)!r}"
             )
+        if self.outbox is not None and self.outbox.split("://", 1)[1].split("/", 1)[0].count("@") > 1:
+            raise ValueError("the outbox URL's password holds an '@': write it as %40")
         self.outbox_schema = outbox_schema or env(OUTBOX_SCHEMA_ENV) or DEFAULT_OUTBOX_SCHEMA
         if deliver is None:
             deliver = (env(DELIVERY_ENV) or "on").strip().lower() not in OFF

@@ -10,11 +10,11 @@ _SECRET_PARAMS = re.compile(r"(?i)pass|secret|token|key|auth")
 
 
 def public_url(url: str | None) -> str:
-    """``url`` without its credentials: no ``user:password@``, no ``password=`` parameter."""
+    """``url`` without its credentials: no ``user:password@``, no ``password=`` parameter, no fragment."""
     if not url:
         return ""
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(strip_credentials(url))
     except ValueError:
         return "<invalid URL>"
     host = parts.hostname or ""
@@ -29,7 +29,7 @@ def public_url(url: str | None) -> str:
         [(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
         safe="*",
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))  # a fragment could hold a cut password
 
 
 def strip_credentials(text: str) -> str:
@@ -37,4 +37,5 @@ def strip_credentials(text: str) -> str:
     return _USERINFO.sub(r"\1", text)
 
 
-_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@")
+#: A URL's ``user:password@``, up to its last ``@`` (a password may hold ``@``, ``#`` or ``?``).
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
