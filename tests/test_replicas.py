@@ -418,3 +418,43 @@ def test_while_postgres_is_unreachable_captures_wait_in_memory_bounded_and_count
     prompts = sorted(t["data"]["prompt"] for t in tasks_where(admin, title))
     assert prompts == sorted(f"prompt {i}" for i in range(50))
     assert len(seen) == len(set(seen)) == 50, "a record went through before_capture more than once"
+
+
+def test_while_postgres_is_read_only_captures_wait_in_memory_and_none_is_set_aside(pg_url):
+    """A failover to a standby (the database read-only) is the storage's failure, not the records'."""
+    from langchain_label_studio.pipeline import Pipeline
+    from langchain_label_studio.project import Project
+    from langchain_label_studio.record import CaptureRecord
+    from langchain_label_studio.settings import Settings
+
+    admin_url, db = pg_url.rsplit("/", 1)
+
+    def read_only(on: bool) -> None:
+        with psycopg.connect(f"{admin_url}/postgres", autocommit=True) as conn:
+            setting = "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
+            conn.execute(f'ALTER DATABASE "{db}" {setting}')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+
+    pipeline = Pipeline(Settings(url="http://label-studio.test", outbox=pg_url, deliver=False))
+    project = Project("read-only").to_dict()
+    try:
+        pipeline.submit(CaptureRecord(project, "before", "answer"))
+        assert pipeline.flush(30)
+        read_only(True)
+        for i in range(3):
+            pipeline.submit(CaptureRecord(project, f"during {i}", "answer"))
+        deadline = time.monotonic() + 30
+        while "read-only" not in (pipeline.health()["last_error"] or "") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        health = pipeline.health()
+        assert "read-only" in health["last_error"], health
+        assert (health["pending"], health["dead_letters"], health["dead_lettered"]) == (4, 0, 0)
+        read_only(False)
+        assert pipeline.flush(30), pipeline.health()
+        health = pipeline.health()
+        assert (health["pending"], health["dead_letters"], health["committed"]) == (4, 0, 4)
+    finally:
+        pipeline.close(timeout=1)
+    with psycopg.connect(pg_url) as conn:
+        stored = conn.execute("SELECT payload FROM label_studio.records").fetchall()
+    assert sum("during" in str(row[0]) for row in stored) == 3

@@ -26,7 +26,7 @@ from .delivery import Delivery
 from .gil import step_aside
 from .metrics import Metrics
 from .outbox import OutboxStats, OutboxUnavailable, open_outbox
-from .outbox.base import is_transient, placeholder
+from .outbox.base import is_record_fault, placeholder
 from .record import CaptureRecord
 from .redact import Redactor
 from .sanitize import DEFAULT_MAX_CHARS, finish, normalize
@@ -162,13 +162,13 @@ class Pipeline:
     def _store(self, batch: list[CaptureRecord]) -> int:
         """Store a batch; a record the outbox refuses is quarantined, never holding back the rest.
 
-        Storage failures (disk full, database down) raise: the whole batch is kept for later.
-        Any other failure is narrowed down by halves to the records that cause it.
+        Storage failures (disk full, database down or read-only) raise: the whole batch is kept
+        for later. A failure a record can cause is narrowed down by halves to the records that do.
         """
         try:
             return self.outbox.put_many(batch)
         except Exception as exc:
-            if is_transient(exc):
+            if not is_record_fault(exc):
                 raise
             if len(batch) > 1:
                 half = len(batch) // 2

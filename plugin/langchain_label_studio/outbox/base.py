@@ -160,9 +160,19 @@ def within_cap(
     return kept
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failure to store is the storage's (disk full, database down), not a record's."""
-    return isinstance(exc, (OutboxUnavailable, OSError)) or type(exc).__name__ in ("OperationalError", "PoolTimeout")
+def is_record_fault(exc: BaseException) -> bool:
+    """Whether a failure to store can be a record's (a value the encoder or the database refuses).
+
+    Every other failure is the storage's (disk full, database down or read-only, permissions):
+    the records wait in memory for it to come back, none is set aside.
+    """
+    if isinstance(exc, (OutboxUnavailable, OSError)):
+        return False
+    return isinstance(exc, _RECORD_FAULTS) or type(exc).__name__ in ("DataError", "IntegrityError")
+
+
+#: Errors a record's own content can raise while it is encoded or stored.
+_RECORD_FAULTS = (TypeError, ValueError, ArithmeticError, LookupError, AttributeError, RecursionError)
 
 
 def placeholder(record: CaptureRecord, reason: str) -> CaptureRecord:
