@@ -458,3 +458,27 @@ def test_while_postgres_is_read_only_captures_wait_in_memory_and_none_is_set_asi
     with psycopg.connect(pg_url) as conn:
         stored = conn.execute("SELECT payload FROM label_studio.records").fetchall()
     assert sum("during" in str(row[0]) for row in stored) == 3
+
+
+def test_replicas_quarantining_at_once_each_keep_their_dead_letter(pg_url):
+    import threading
+
+    from langchain_label_studio.outbox.postgres import PostgresOutbox
+    from langchain_label_studio.project import Project
+    from langchain_label_studio.record import CaptureRecord
+
+    boxes = [PostgresOutbox(pg_url, "http://label-studio.test") for _ in range(6)]
+    start = threading.Barrier(len(boxes))
+
+    def quarantine(box: PostgresOutbox) -> None:
+        start.wait()
+        for i in range(15):
+            box.quarantine(CaptureRecord(Project("q").to_dict(), f"p{i}"), "redaction failed: ValueError")
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(boxes)) as pool:
+            list(pool.map(quarantine, boxes))  # re-raises any failure
+        assert boxes[0].stats().dead_letters == 6 * 15
+    finally:
+        for box in boxes:
+            box.close()

@@ -463,7 +463,13 @@ class PostgresOutbox:
             "payload": record.to_json(),
             "reason": reason[:2000],
         }
-        self._run(lambda c: c.execute(self._q["quarantine"], args))
+
+        def work(conn: psycopg.Connection) -> None:
+            with conn.transaction():  # one at a time: each takes the next number below zero
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NS, _key("quarantine")))
+                conn.execute(self._q["quarantine"], args)
+
+        self._run(work)
 
     # -- sessions --------------------------------------------------------------------------------
     def session_task(self, project_key: str, session: str) -> SessionTask | None:
