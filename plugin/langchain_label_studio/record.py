@@ -89,7 +89,9 @@ class CaptureRecord:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CaptureRecord:
-        return cls(**orjson.loads(text))
+        """A stored record; fields this version does not know (a newer version's) are left out."""
+        data = orjson.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
 
 
 def dumps(value: Any) -> str:

@@ -447,3 +447,38 @@ def test_a_failure_of_this_process_inside_a_write_does_not_hold_the_next_one_bac
     with pytest.raises(RuntimeError):
         delivery.step()
     assert outbox.meta()["write_started"] == ""  # no request left running: the next write need not wait
+
+
+@pytest.mark.parametrize("payload", ["not json", "[]", '{"prompt": "no project"}', '{"project": "x", "prompt": ""}'])
+def test_a_damaged_row_is_set_aside_alone_and_can_be_dropped(
+    payload: str, fake: FakeLabelStudio, outbox: SQLiteOutbox, delivery: Delivery
+) -> None:
+    from langchain_label_studio.outbox.base import UNREADABLE
+
+    outbox.put_many([prompt(n=1)])
+    outbox._db().execute(
+        "INSERT INTO records (capture_id, project_key, session, payload, created_at) "
+        "VALUES ('x', 'title:Jokes', NULL, ?, 0)",
+        (payload,),
+    )
+    outbox.put_many([prompt(n=2)])
+    while delivery.step():
+        pass
+    assert sorted(t["data"]["prompt"] for t in fake.tasks.values()) == ["question 1", "question 2"]
+    assert outbox.stats().pending == 0
+    [(seq, record, reason, _)] = outbox.dead_letters()  # listed, though it cannot be read
+    assert reason == UNREADABLE and record.data == {"quarantined": UNREADABLE}
+    assert outbox.drop_dead_letters([seq]) == 1 and outbox.dead_letters() == []
+
+
+def test_a_record_from_a_newer_version_with_a_field_unknown_here_is_delivered(
+    fake: FakeLabelStudio, outbox: SQLiteOutbox, delivery: Delivery
+) -> None:
+    newer = prompt(n=1).to_json()[:-1] + ',"field_of_a_newer_version":3}'
+    outbox._db().execute(
+        "INSERT INTO records (capture_id, project_key, session, payload, created_at) "
+        "VALUES ('y', 'title:Jokes', NULL, ?, 0)",
+        (newer,),
+    )
+    delivery.step()
+    assert [t["data"]["prompt"] for t in fake.tasks.values()] == ["question 1"]

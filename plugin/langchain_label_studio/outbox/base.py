@@ -196,6 +196,26 @@ def placeholder(record: CaptureRecord, reason: str) -> CaptureRecord:
     return kept
 
 
+#: Why a stored record that cannot be read (a damaged row) was set aside as a dead letter.
+UNREADABLE = "the outbox cannot read this record (a damaged row?)"
+
+
+def read_record(payload: str | bytes) -> CaptureRecord | None:
+    """A stored record, or None when none can be read from ``payload`` (a damaged row)."""
+    try:
+        record = CaptureRecord.from_json(payload)
+    except Exception:
+        return None
+    if not isinstance(record.capture_id, str) or not isinstance(record.project, dict):
+        return None
+    return record
+
+
+def listed_record(payload: str | bytes) -> CaptureRecord:
+    """A dead letter's record as listed: a placeholder saying so when it cannot be read."""
+    return read_record(payload) or placeholder(CaptureRecord(project={}, prompt=""), UNREADABLE)
+
+
 def session_digest(session: str | None) -> str | None:
     """A session key as schema 3 keeps it (a digest; see ``identity.session_ref``)."""
     return None if session is None else digest(session)

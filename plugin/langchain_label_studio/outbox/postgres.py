@@ -25,11 +25,14 @@ from ..gil import step_aside
 from ..record import FEEDBACK_QUEUE, CaptureRecord
 from ..urls import public_url
 from .base import (
+    UNREADABLE,
     Claimed,
     OutboxStats,
     OutboxUnavailable,
     SchemaTooNew,
     SessionTask,
+    listed_record,
+    read_record,
     session_digest,
     with_session_refs,
     within_cap,
@@ -427,7 +430,11 @@ class PostgresOutbox:
         rows = self._run(work)
         claimed = []
         for i, (seq, payload, attempts, sent) in enumerate(sorted(rows)):
-            claimed.append(Claimed(seq, CaptureRecord.from_json(payload), attempts, bool(sent), len(payload)))
+            record = read_record(payload)
+            if record is None:  # set aside on its own: the rest of the batch goes on
+                self.dead_letter(seq, UNREADABLE)
+                continue
+            claimed.append(Claimed(seq, record, attempts, bool(sent), len(payload)))
             step_aside(i)
         return claimed
 
@@ -520,7 +527,7 @@ class PostgresOutbox:
     # -- dead letters --------------------------------------------------------------------------------
     def dead_letters(self) -> list[tuple[int, CaptureRecord, str, float]]:
         rows = self._run(lambda c: c.execute(self._q["dead_letters"], {"server": self.server}).fetchall())
-        return [(seq, CaptureRecord.from_json(p), reason, at) for seq, p, reason, at in rows]
+        return [(seq, listed_record(p), reason, at) for seq, p, reason, at in rows]
 
     def requeue_dead_letters(self, seqs: list[int] | None = None) -> int:
         args = {"server": self.server, "all": seqs is None, "seqs": seqs or []}

@@ -20,10 +20,13 @@ from ..gil import step_aside
 from ..record import FEEDBACK_QUEUE, CaptureRecord
 from ..state_dir import lock_file, open_private, private_dir
 from .base import (
+    UNREADABLE,
     Claimed,
     OutboxStats,
     SchemaTooNew,
     SessionTask,
+    listed_record,
+    read_record,
     session_digest,
     with_session_refs,
     within_cap,
@@ -279,7 +282,11 @@ class SQLiteOutbox:
             )
         claimed = []
         for i, (seq, payload, attempts, sent) in enumerate(rows):
-            claimed.append(Claimed(seq, CaptureRecord.from_json(payload), attempts, bool(sent), len(payload)))
+            record = read_record(payload)
+            if record is None:  # set aside on its own: the rest of the batch goes on
+                self.dead_letter(seq, UNREADABLE)
+                continue
+            claimed.append(Claimed(seq, record, attempts, bool(sent), len(payload)))
             step_aside(i)
         return claimed
 
@@ -369,7 +376,7 @@ class SQLiteOutbox:
     def dead_letters(self) -> list[tuple[int, CaptureRecord, str, float]]:
         """All dead-lettered records with their reason and time, oldest first."""
         rows = self._db().execute("SELECT seq, payload, reason, failed_at FROM dead_letters ORDER BY seq").fetchall()
-        return [(seq, CaptureRecord.from_json(p), reason, at) for seq, p, reason, at in rows]
+        return [(seq, listed_record(p), reason, at) for seq, p, reason, at in rows]
 
     def requeue_dead_letters(self, seqs: list[int] | None = None) -> int:
         """Put dead letters back in the queue (all, or those named); returns how many. Quarantined
