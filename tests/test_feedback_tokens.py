@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from langchain_core.runnables import RunnableLambda
 from langserve import add_routes
-from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
 from starlette.middleware.authentication import AuthenticationMiddleware
 
 from langchain_label_studio import LabelStudioMiddleware, Project
@@ -433,3 +433,49 @@ def test_feedback_for_default_routes(unit_env, route) -> None:
         assert post(c, token).status_code == 202
     [record] = feedback_records(unit_env)
     assert record.project["title"] == "Default project"
+
+
+class DisplayNameOnly(BaseUser):
+    """A Starlette user that names itself only by ``display_name`` (``identity`` raises)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.name
+
+
+class DisplayNames(AuthenticationBackend):
+    async def authenticate(self, conn):
+        auth = conn.headers.get("authorization", "")
+        return (AuthCredentials(["authenticated"]), DisplayNameOnly(auth[7:])) if auth.startswith("Bearer ") else None
+
+
+def test_a_user_named_only_by_display_name_is_captured_with_a_token(unit_env) -> None:
+    app = FastAPI()
+    add_routes(app, RunnableLambda(echo), path="/chat")
+    app.add_middleware(AuthenticationMiddleware, backend=DisplayNames())
+    app.add_middleware(LabelStudioMiddleware, routes={"/chat": CHAT}, feedback_secret=SECRET)
+    with TestClient(app) as client:
+        resp = ask(client, "/chat", X_Session_ID="S", Authorization="Bearer dora")
+    assert resp.status_code == 200
+    assert tokens().verify(resp.headers[TOKEN_HEADER]).user_id == "dora"
+    [capture] = unit_env
+    assert capture.data["user_id"] == "dora" and capture.session == session_ref("dora", "S")
+
+
+def test_without_a_user_header_only_the_authenticated_user_is_named(unit_env) -> None:
+    with TestClient(build(user_header=None)) as client:
+        anonymous = ask(client, "/chat", X_Session_ID="S", X_User_ID="alice")
+        signed_in = ask(client, "/chat", X_Session_ID="S", X_User_ID="alice", Authorization="Bearer erin")
+    assert tokens().verify(anonymous.headers[TOKEN_HEADER]).user_id is None
+    assert tokens().verify(signed_in.headers[TOKEN_HEADER]).user_id == "erin"
+    assert [(r.data["user_id"], r.session) for r in unit_env] == [
+        (None, session_ref(None, "S")),
+        ("erin", session_ref("erin", "S")),
+    ]

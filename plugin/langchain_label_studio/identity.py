@@ -92,6 +92,21 @@ def run_user(configurable: Mapping[str, Any], user_header: str) -> str | None:
     return str(user_id) if user_id else None
 
 
+def authenticated_name(user: Any) -> str | None:
+    """The name of an app's user (Starlette's ``scope["user"]``): its ``identity``, else its
+    ``display_name``; None when it is not authenticated. A property that raises names nobody."""
+    try:
+        if not getattr(user, "is_authenticated", False):
+            return None
+        name = _identity(user) or getattr(user, "display_name", None)
+    except Exception:  # e.g. BaseUser's identity and display_name raise NotImplementedError
+        try:
+            name = getattr(user, "display_name", None)
+        except Exception:
+            name = None
+    return clean_id(name or None)
+
+
 def _identity(user: Any) -> Any:
     if user is None:
         return None

@@ -49,7 +49,7 @@ from .feedback import (
     feedback_record,
     parse_feedback,
 )
-from .identity import clean_id
+from .identity import authenticated_name, clean_id
 from .pipeline import Pipeline, get_pipeline
 from .project import Project, ProjectLike, as_project
 from .prometheus import metrics_text
@@ -98,7 +98,8 @@ class LabelStudioMiddleware:
             ``/stream_events``; playground, schema and feedback endpoints are skipped.
         default: project for POST requests on unmapped routes (default: not captured).
         api_key, url, state_dir: as for :class:`Settings` (env vars when unset).
-        user_header, session_header: request headers naming the user and the session.
+        user_header, session_header: request headers naming the user and the session
+            (``user_header=None``: no header names the user, e.g. where every user authenticates).
         request_id_header: response header carrying the server's request id; a safe id the
             client sends in it is kept as ``client_request_id``.
         identify: ``identify(scope)`` -> ``{"user_id", "session_id"}``, overriding the rest.
@@ -132,7 +133,7 @@ class LabelStudioMiddleware:
         state_dir: str | None = None,
         outbox: str | None = None,
         settings: Settings | None = None,
-        user_header: str = "X-User-ID",
+        user_header: str | None = "X-User-ID",
         session_header: str = "X-Session-ID",
         request_id_header: str = "X-Request-ID",
         identify: Identify | None = None,
@@ -184,7 +185,7 @@ class LabelStudioMiddleware:
             target_limit=feedback_target_limit,
             token_limit=feedback_token_limit,
         )
-        self.user_header = _header_key(user_header)
+        self.user_header = _header_key(user_header) if user_header else None
         self.session_header = _header_key(session_header)
         self.request_id_header = _header_key(request_id_header)
         self.identify = identify
@@ -311,7 +312,7 @@ class LabelStudioMiddleware:
             project=project,
             route=route,
             request_id=new_id(),
-            user_id=_header(headers, self.user_header),
+            user_id=_header(headers, self.user_header) if self.user_header else None,
             session_id=_header(headers, self.session_header),
             extra=extra,
             sample_rate=project.sample_rate if project.sample_rate is not None else self.sample_rate,
@@ -322,11 +323,9 @@ class LabelStudioMiddleware:
     def _late_identity(self, scope: Scope) -> dict[str, Any]:
         """Identity known only once inner middleware ran: the authenticated user, ``identify``."""
         found: dict[str, Any] = {}
-        user = scope.get("user")
-        if user is not None and getattr(user, "is_authenticated", False):
-            name = clean_id(getattr(user, "identity", None) or getattr(user, "display_name", None) or None)
-            if name:
-                found["user_id"] = name
+        name = authenticated_name(scope.get("user"))
+        if name:
+            found["user_id"] = name
         if self.identify is not None:
             for key, value in (self.identify(scope) or {}).items():
                 cleaned = clean_id(value) if key in ("user_id", "session_id") else value
