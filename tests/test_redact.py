@@ -231,6 +231,28 @@ def test_record_keys_are_redacted_by_the_quick_path_too():
     assert record.data == {"metadata": {"<EMAIL>": "vip", "DB_PASSWORD=<SECRET>": True}}
 
 
+def test_the_value_of_a_key_naming_a_secret_is_redacted_whole():
+    """Tool call arguments, metadata, graph state: ``{"password": "..."}`` holds no ``=`` or ``:``."""
+    tool_call = {"name": "login", "args": {"user": "bob", "password": "Hunter2 Secret!"}, "id": "call_1"}
+    record = CaptureRecord(
+        project={"title": "P", "id": None, "mode": "chat", "label_config": None},
+        prompt=[{"role": "assistant", "content": "", "tool_calls": [tool_call]}],
+        response="done",
+        data={"metadata": {"clientSecret": "abc", "X-Api-Key": "k1", "total_tokens": 12, "token_type": "bearer"}},
+    )
+    redactor = Redactor()
+    redactor.record(record)
+    assert record.prompt[0]["tool_calls"][0]["args"] == {"user": "bob", "password": "<SECRET>"}
+    assert record.data["metadata"] == {
+        "clientSecret": "<SECRET>",
+        "X-Api-Key": "<SECRET>",
+        "total_tokens": 12,
+        "token_type": "bearer",
+    }
+    assert redactor.counts == {"SECRET": 3}
+    assert Redactor(builtin=False).value({"password": "kept"}) == {"password": "kept"}
+
+
 def test_custom_rules_apply_to_keys():
     redactor = Redactor(patterns={"ORDER": r"ORD-\d+"})
     assert redactor.value({"ORD-1": "a", "note": "ORD-2"}) == {"<ORDER>": "a", "note": "<ORDER>"}

@@ -110,6 +110,15 @@ _SECRET_NAMES = ("password", "passwd", "passphrase", "pwd", "secret", "token")
 _SECRET_KEY_NAMES = tuple(
     f"{word}{sep}key" for word in ("api", "access", "secret", "private") for sep in ("_", "-", "")
 )
+#: The same names as a key's end, lower case (the value of such a key is a secret, whatever it holds).
+_SECRET_KEY_ENDS = _SECRET_NAMES + tuple(name.lower() for name in _SECRET_KEY_NAMES)
+
+
+def names_secret(key: str) -> bool:
+    """Whether a key (``password``, ``DB_PASSWORD``, ``clientSecret``, ``x-api-key``) names a secret."""
+    return key.lower().endswith(_SECRET_KEY_ENDS)
+
+
 #: The last letters of those names come first: most words end otherwise and fail there.
 _ENDS_WITH_SECRET_NAME = (
     "(?<=[dentyDENTY])(?:" + "|".join(f"(?<={name})" for name in _SECRET_NAMES + _SECRET_KEY_NAMES) + ")"
@@ -355,6 +364,9 @@ BUILTIN_RULES: list[Rule] = [
     Rule("PHONE", _PHONE, _phone, _has_digit, glued=_PHONE_GLUED),
 ]
 
+#: The rule whose count a secret named by its key adds to.
+_NAMED_RULE = BUILTIN_RULES[4]
+
 _MARK_OR_DIGIT = re.compile(r"[=:@\d]")
 _KEY_START = re.compile(_word_start(_KEY_PREFIXES))
 
@@ -486,7 +498,7 @@ class Redactor:
         return value
 
     def _dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
-        out = {key: self.value(item) for key, item in value.items()}
+        out = {key: self._item(key, item) for key, item in value.items()}
         if self._joinable and all(type(key) is not str or _plain_key(key) for key in out):
             return out  # most keys: a short word that no built-in rule can match
         renamed: dict[Any, Any] = {}
@@ -497,6 +509,15 @@ class Redactor:
                     key = _free_key(key, renamed)
             renamed[key] = item
         return renamed
+
+    def _item(self, key: Any, item: Any) -> Any:
+        """A dictionary's value, redacted; the whole text of one its key names a secret
+        (``{"password": "..."}``, as in tool call arguments) is replaced."""
+        if self.builtin and type(key) is str and type(item) is str and item and names_secret(key):
+            if item != "<SECRET>":
+                self._count(_NAMED_RULE, 1)
+            return "<SECRET>"
+        return self.value(item)
 
     def record(self, record: CaptureRecord) -> CaptureRecord:
         """Redact a record in place (prompt, answer, every data value) and return it."""
@@ -518,10 +539,10 @@ class Redactor:
         Generated ids are left out of the test (they cannot match).
         """
         strings: list[str] = []
-        _collect(record.prompt, strings)
+        if _collect(record.prompt, strings) | _collect(record.data, strings):
+            return True  # a key names a secret: its value is one
         if record.response is not None:
             strings.append(record.response)
-        _collect(record.data, strings)
         strings = [s for s in strings if s not in self._clean]
         joined = "\x00".join(strings)
         if _may_match_builtin(joined):
@@ -566,15 +587,22 @@ def _plain_key(key: str) -> bool:
     return len(key) < 18 and key.isascii() and key.replace("_", "a").isalpha()
 
 
-def _collect(value: Any, into: list[str]) -> None:
+def _collect(value: Any, into: list[str]) -> bool:
+    """The strings of ``value`` (keys included) into ``into``; True when a key names a secret
+    whose value is text."""
+    named = False
     if isinstance(value, str):
         if len(value) != 32 or not _GENERATED_ID.fullmatch(value):
             into.append(value)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(key, str) and not _plain_key(key):
-                into.append(key)
-            _collect(item, into)
+            if isinstance(key, str):
+                if not _plain_key(key):
+                    into.append(key)
+                if type(item) is str and item and names_secret(key):
+                    named = True
+            named = _collect(item, into) or named
     elif isinstance(value, list):
         for item in value:
-            _collect(item, into)
+            named = _collect(item, into) or named
+    return named
