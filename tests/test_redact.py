@@ -253,6 +253,21 @@ def test_the_value_of_a_key_naming_a_secret_is_redacted_whole():
     assert Redactor(builtin=False).value({"password": "kept"}) == {"password": "kept"}
 
 
+def test_a_record_of_many_long_strings_is_tested_piece_by_piece_and_misses_nothing():
+    """The quick test searches at most about JOIN_CHARS at once: each secret is still found."""
+    filler = [f"{i} " + "plain words, nothing to hide " * 2000 for i in range(6)]  # ~60 KB each
+    for where in range(len(filler) + 1):
+        texts = list(filler)
+        texts.insert(where, "mail me at carla.gomez@example.co.uk")
+        record = CaptureRecord(
+            project={"title": "P", "id": None, "mode": "chat", "label_config": None},
+            prompt=[{"role": "user", "content": t} for t in texts],
+            response="ok",
+        )
+        Redactor().record(record)
+        assert [m["content"] for m in record.prompt][where] == "mail me at <EMAIL>"
+
+
 def test_custom_rules_apply_to_keys():
     redactor = Redactor(patterns={"ORDER": r"ORD-\d+"})
     assert redactor.value({"ORD-1": "a", "note": "ORD-2"}) == {"<ORDER>": "a", "note": "<ORDER>"}

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -536,6 +537,8 @@ class Redactor:
 
         The strings are joined with NUL, which no rule's match needs: a rule that matches
         inside one string matches the joined text, so "no match" there means none anywhere.
+        They are joined in pieces of about :data:`JOIN_CHARS` (a search holds the GIL: a
+        record of many long strings must not stall the app's threads for its whole length).
         Generated ids are left out of the test (they cannot match).
         """
         strings: list[str] = []
@@ -544,18 +547,42 @@ class Redactor:
         if record.response is not None:
             strings.append(record.response)
         strings = [s for s in strings if s not in self._clean]
-        joined = "\x00".join(strings)
-        if _may_match_builtin(joined):
-            checked: dict[Precheck, bool] = {}
-            for rule in self._rules:
-                passed = checked.get(rule.precheck)
-                if passed is None:
-                    passed = checked[rule.precheck] = rule.precheck(joined)
-                if passed and rule.pattern.search(joined):
-                    return True
+        for i, joined in enumerate(_joined(strings)):
+            if i:
+                time.sleep(0)  # between pieces, the app's threads run
+            if _may_match_builtin(joined) and self._any_rule_matches(joined):
+                return True
         for text in strings:
             self._remember_clean(text)
         return False
+
+    def _any_rule_matches(self, text: str) -> bool:
+        checked: dict[Precheck, bool] = {}
+        for rule in self._rules:
+            passed = checked.get(rule.precheck)
+            if passed is None:
+                passed = checked[rule.precheck] = rule.precheck(text)
+            if passed and rule.pattern.search(text):
+                return True
+        return False
+
+
+#: Characters of a record's strings tested in one search (a longer string is tested alone).
+JOIN_CHARS = 64 * 1024
+
+
+def _joined(strings: list[str]) -> Iterator[str]:
+    """The strings joined with NUL, in pieces of about :data:`JOIN_CHARS` characters."""
+    piece: list[str] = []
+    size = 0
+    for text in strings:
+        if piece and size + len(text) > JOIN_CHARS:
+            yield "\x00".join(piece)
+            piece, size = [], 0
+        piece.append(text)
+        size += len(text) + 1
+    if piece:
+        yield "\x00".join(piece)
 
 
 def _glued(rule: Rule, text: str, end: int) -> re.Match[str] | None:
