@@ -479,3 +479,14 @@ def test_without_a_user_header_only_the_authenticated_user_is_named(unit_env) ->
         (None, session_ref(None, "S")),
         ("erin", session_ref("erin", "S")),
     ]
+
+
+def test_one_huge_batch_makes_at_most_a_tenth_of_the_buffer_in_captures(unit_env) -> None:
+    pipeline = get_pipeline(Settings())
+    limit = pipeline.settings.max_buffer // 10
+    with TestClient(build()) as client:
+        batch = client.post("/echo/batch", json={"inputs": [{"text": str(i)} for i in range(limit + 5)]})
+        assert batch.status_code == 200 and len(batch.json()["output"]) == limit + 5
+        assert ask(client, text="after", X_User_ID="victim").status_code == 200
+    assert len(unit_env) == limit + 1 and unit_env[-1].data["user_id"] == "victim"
+    assert pipeline.metrics.skipped.get("request_limit") == 5

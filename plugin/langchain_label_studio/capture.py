@@ -97,11 +97,20 @@ class CaptureHandler(BaseCallbackHandler):
     ignore_retry = True
     ignore_custom_event = True
 
-    def __init__(self, pipeline: Pipeline, context: CaptureContext, max_chars: int | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        context: CaptureContext,
+        max_chars: int | None = None,
+        max_records: int | None = None,
+    ) -> None:
         super().__init__()
         self.pipeline = pipeline
         self.context = context
         self.max_chars = max_chars
+        #: Records this handler may make (one request's: a huge ``/batch`` cannot fill the buffer).
+        self.max_records = max_records
+        self._records = 0
         self._roots: dict[UUID, _Root] = {}
         self._root_of: dict[UUID, UUID] = {}
         #: Root runs started that are recorded (their records are made when they end), and that opted out.
@@ -238,6 +247,13 @@ class CaptureHandler(BaseCallbackHandler):
     def _submit(self, root: _Root, outputs: Any, error: BaseException | None) -> None:
         if self._defer_to_request():
             return
+        if self.max_records is not None and self._records >= self.max_records:
+            self.pipeline.metrics.skip("request_limit")
+            self.pipeline.metrics.warn(
+                f"a request made more than {self.max_records} captures (a large batch?): the rest are not captured"
+            )
+            return
+        self._records += 1
         try:
             record = self._record(root, outputs, error)
         except Exception as exc:  # never let a capture problem reach the user's run

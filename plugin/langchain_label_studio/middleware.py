@@ -194,6 +194,8 @@ class LabelStudioMiddleware:
         self._health_view = _HealthView(self.pipeline, health_guard)
         self.drain_timeout_s = drain_timeout_s
         self.max_chars = max_chars
+        #: Captures one request may make: a tenth of the hand-over buffer (1,000 by default).
+        self._max_records = max(1, self.pipeline.settings.max_buffer // 10)
         self._matches: dict[str, tuple[str, _Route] | None] = {}
 
     def _setup_feedback(
@@ -263,7 +265,7 @@ class LabelStudioMiddleware:
             await self.app(scope, receive, send)
             return
         context = self._context(scope, headers, path_route, route.project)
-        handler = CaptureHandler(self.pipeline, context, max_chars=self.max_chars)
+        handler = CaptureHandler(self.pipeline, context, max_chars=self.max_chars, max_records=self._max_records)
         token = current_handler.set(handler)
         in_body = self.feedback_in_body and path.rsplit("/", 1)[-1] in ("invoke", "batch")
         try:
