@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from . import local, operations
 from .client import LabelStudioError
 from .export import FORMATS, MANIFEST_SUFFIX, POLICIES, export_dataset, manifest_location
-from .outbox import Outbox
+from .outbox import Outbox, open_outbox
 from .pipeline import Pipeline
 from .project import Project
 from .record import CaptureRecord
@@ -316,6 +316,7 @@ def _deliver(args: argparse.Namespace) -> int:
     """Deliver the outbox until stopped (SIGTERM or Ctrl-C), for apps run with delivery off."""
     settings = _settings(args)
     settings.deliver = True
+    open_outbox(settings).close()  # an outbox that cannot be opened is this command's error, at once
     pipeline = Pipeline(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

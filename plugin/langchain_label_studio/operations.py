@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import os
 import sys
@@ -15,7 +14,7 @@ from typing import Any
 
 from .client import AuthError, LabelStudioClient, LabelStudioError, is_personal_access_token
 from .label_config import check_mode, parse_layout
-from .outbox import Outbox, SQLiteOutbox
+from .outbox import Outbox, SQLiteOutbox, sqlite_outbox_path
 from .pipeline import Pipeline
 from .project import Project, as_project
 from .settings import Settings
@@ -24,13 +23,6 @@ from .urls import public_url, strip_credentials
 
 class AppImportError(ValueError):
     """The ``--app`` of ``check`` could not be imported."""
-
-
-def sqlite_outbox_path(state_dir: str | os.PathLike[str], url: str) -> Path:
-    """The SQLite outbox file of the Label Studio server at ``url``, named as
-    :func:`~langchain_label_studio.outbox.open_outbox` names it (a hash of the URL)."""
-    digest = hashlib.sha256(url.encode()).hexdigest()[:10]
-    return Path(state_dir).expanduser() / f"outbox-{digest}.db"
 
 
 def outboxes(settings: Settings, only_configured: bool = False) -> list[Outbox]:

@@ -25,7 +25,7 @@ from .client import LabelStudioClient
 from .delivery import Delivery
 from .gil import step_aside
 from .metrics import Metrics
-from .outbox import OutboxStats, OutboxUnavailable, open_outbox
+from .outbox import OutboxStats, OutboxUnavailable, open_outbox_or_wait
 from .outbox.base import is_record_fault, placeholder
 from .record import CaptureRecord
 from .redact import Redactor
@@ -45,7 +45,7 @@ class Pipeline:
     def __init__(self, settings: Settings, client: LabelStudioClient | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.outbox = open_outbox(settings)
+        self.outbox = open_outbox_or_wait(settings)
         self._meta_written = False
         self.metrics.on_error = lambda message, at: self.outbox.set_meta(last_error=message, last_error_at=str(at))
         self.client = client or LabelStudioClient(settings.url, settings.api_key, timeout=settings.timeout_s)

@@ -89,3 +89,24 @@ def test_cleaning_before_redaction_cuts_nothing_a_secret_could_straddle(tmp_path
     finally:
         p.close(timeout=1)
     assert "wonderland" not in claimed.record.to_json()
+
+
+def test_a_damaged_outbox_file_at_start_keeps_captures_in_memory_until_it_is_replaced(tmp_path: Path) -> None:
+    from langchain_label_studio.outbox import sqlite_outbox_path
+
+    path = sqlite_outbox_path(tmp_path, "http://label-studio.test")
+    path.write_bytes(b"not a database" * 1000)
+    path.chmod(0o600)
+    p = pipeline(tmp_path)  # the app starts all the same
+    try:
+        for r in records(3):
+            assert p.submit(r)
+        assert not p.flush(1.5)
+        health = p.health()
+        assert "file is not a database" in health["last_error"] and str(path) in health["last_error"]
+        assert (health["captured"], health["committed"], health["pending"]) == (3, 0, 3)
+        path.unlink()  # the operator moves the damaged file away: the next attempt opens a new one
+        assert p.flush(30)
+        assert p.health()["committed"] == 3 and p.outbox.stats().pending == 3
+    finally:
+        p.close(timeout=1)

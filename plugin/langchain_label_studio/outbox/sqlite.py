@@ -23,6 +23,7 @@ from .base import (
     UNREADABLE,
     Claimed,
     OutboxStats,
+    OutboxUnavailable,
     SchemaTooNew,
     SessionTask,
     listed_record,
@@ -187,7 +188,11 @@ class SQLiteOutbox:
         self.max_bytes = max_bytes
         self._local = threading.local()
         os.close(open_private(path))  # 0600 when new; refused if a symlink or others can write it
-        migrate(self._db(), self.location)
+        try:
+            migrate(self._db(), self.location)
+        except sqlite3.DatabaseError as exc:  # a damaged file, or locked past the timeout by a long upgrade
+            self.close()
+            raise OutboxUnavailable(f"cannot open the capture outbox {path}: {type(exc).__name__}: {exc}") from None
 
     # -- connections --------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
