@@ -185,7 +185,7 @@ def test_chat_export_all_formats(label_studio, admin, annotated_chats, tmp_path)
     rating = [
         {
             "prompt": weather,
-            "completion": assistant("It is sunny and 21°C in Paris today."),
+            "completion": assistant("Here is what I found: Sunny and 21°C in Paris."),  # the answer rated
             "rating": 5,
             "label": True,
             "user_feedback": feedback,
@@ -201,7 +201,7 @@ def test_chat_export_all_formats(label_studio, admin, annotated_chats, tmp_path)
         },
         {
             "prompt": [{"role": "user", "content": "Two annotators"}],
-            "completion": assistant("The annotator's answer"),
+            "completion": assistant("(turn 1) You said: Two annotators"),
             "rating": 2,
             "label": False,
             "user_feedback": None,
@@ -309,7 +309,7 @@ def test_prompt_route_export(label_studio, admin, example_app, tmp_path):
         "rating": [
             {
                 "prompt": prompt("owls"),
-                "completion": assistant(better),
+                "completion": assistant(owl_joke),  # the model's answer is what the rating judges
                 "rating": 5,
                 "label": True,
                 "user_feedback": None,

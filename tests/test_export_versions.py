@@ -221,9 +221,7 @@ def test_stdout_manifest_and_cursor_file(label_studio, admin, questions, tmp_pat
     assert [(r["annotation_id"], r["label"]) for r in rows] == [(a_sum, False)]
     change(admin, a_france, france, "Paris, on the Seine.", 3)
     rows, _ = run("--cursor", str(cursor), "--manifest", str(manifest))
-    assert [(r["annotation_id"], r["completion"][0]["content"], r["label"]) for r in rows] == [
-        (a_france, "Paris, on the Seine.", False)
-    ]
+    assert [(r["annotation_id"], r["rating"], r["label"]) for r in rows] == [(a_france, 3, False)]
     doc = json.loads(manifest.read_text(encoding="utf-8"))
     assert doc["incremental"]["previous"]["cursor_file"] == str(cursor)
     assert run("--cursor", str(cursor))[0] == []

@@ -302,7 +302,7 @@ def test_per_turn_chat_review_in_the_browser_and_export(label_studio, admin, rev
             },
             {
                 "prompt": [*turn1, *weather],
-                "completion": [{"role": "assistant", "content": better}],
+                "completion": [{"role": "assistant", "content": original2}],  # the answer rated 2
                 "rating": 2,
                 "label": False,
                 "user_feedback": None,
@@ -311,7 +311,7 @@ def test_per_turn_chat_review_in_the_browser_and_export(label_studio, admin, rev
             },
             {
                 "prompt": prompt3,
-                "completion": [{"role": "assistant", "content": fixed}],
+                "completion": [{"role": "assistant", "content": "(turn 3) You said: Thanks!"}],
                 "rating": 4,
                 "label": True,
                 "user_feedback": None,

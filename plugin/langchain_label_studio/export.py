@@ -6,7 +6,7 @@ Formats (one JSON object a line):
   where the answer is the annotator's text (edited, or the pre-filled one kept);
 - ``preference``: ``{"prompt": [...], "chosen": [{"role": "assistant", ...edited}],
   "rejected": [{"role": "assistant", ...original}]}``, only where the annotator changed the answer;
-- ``rating`` (unpaired preference): ``{"prompt": [...], "completion": [...answer], "rating": n,
+- ``rating`` (unpaired preference): ``{"prompt": [...], "completion": [...model's answer], "rating": n,
   "label": rating >= threshold, "user_feedback": data["feedback"] or None}``, only rated tasks.
 
 Every row also carries ``task_id``, ``annotation_id``, ``capture_id``, ``session_id``, ``user_id``
@@ -246,7 +246,8 @@ def _format_row(
     """One answer's row in ``fmt`` (without its turn and trace), or None when ``fmt`` has none for it.
 
     ``sft``: always; ``preference``: when the model's answer (``rejected``) is known and the answer
-    differs from it; ``rating``: when the answer is rated (``label`` is ``rating >= threshold``).
+    differs from it; ``rating``: when the answer is rated, with the answer the rating judges (the
+    model's, when known; ``label`` is ``rating >= threshold``).
     """
     if fmt == "sft":
         return {"messages": [*prompt, _assistant(answer)]}
@@ -259,7 +260,7 @@ def _format_row(
             return None
         return {
             "prompt": prompt,
-            "completion": [_assistant(answer)],
+            "completion": [_assistant(rejected if rejected is not None else answer)],
             "rating": _number(rating),
             "label": rating >= threshold,
             "user_feedback": feedback,

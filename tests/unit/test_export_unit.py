@@ -198,11 +198,12 @@ def test_format_row_per_format() -> None:
     assert row("preference", rejected=None) is None and row("preference", answer=" m") is None
     assert row("rating", rating=3.0) == {
         "prompt": Q,
-        "completion": [{"role": "assistant", "content": "a"}],
+        "completion": [{"role": "assistant", "content": "m"}],  # the model's answer: what the rating judges
         "rating": 3,
         "label": False,
         "user_feedback": None,
     }
+    assert row("rating", rejected=None)["completion"] == [{"role": "assistant", "content": "a"}]
     assert row("rating", rating=None) is None
     with pytest.raises(ValueError, match="unknown format"):
         row("csv")
