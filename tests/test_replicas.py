@@ -482,3 +482,17 @@ def test_replicas_quarantining_at_once_each_keep_their_dead_letter(pg_url):
     finally:
         for box in boxes:
             box.close()
+
+
+def test_an_outbox_in_a_schema_with_capitals_or_a_dot_is_found_by_the_commands(pg_url):
+    from langchain_label_studio.outbox.postgres import PostgresOutbox
+    from langchain_label_studio.project import Project
+    from langchain_label_studio.record import CaptureRecord
+
+    for schema in ("LabelStudio", "ls.prod"):
+        outbox = PostgresOutbox(pg_url, "http://label-studio.test", schema=schema)
+        try:
+            outbox.put_many([CaptureRecord(Project("q").to_dict(), "p")])
+        finally:
+            outbox.close()
+        assert PostgresOutbox.servers(pg_url, schema=schema) == ["http://label-studio.test"]

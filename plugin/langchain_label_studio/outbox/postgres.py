@@ -570,7 +570,8 @@ class PostgresOutbox:
         ).format(s=sql.Identifier(schema))
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-                if _one(conn.execute("SELECT to_regclass(%s)", (f"{schema}.meta",)))[0] is None:
+                meta = sql.Identifier(schema, "meta").as_string(conn)  # quoted as the tables were made
+                if _one(conn.execute("SELECT to_regclass(%s)", (meta,)))[0] is None:
                     return []
                 return [row[0] for row in conn.execute(query).fetchall()]
         except psycopg.OperationalError as exc:
