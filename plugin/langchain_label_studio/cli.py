@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import shlex
 import signal
@@ -132,7 +133,7 @@ def _add_export(commands: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--project", required=True, help="project title or id")
     p.add_argument("--format", required=True, choices=FORMATS, help="sft, preference (edited answers) or rating")
     p.add_argument("--out", required=True, help="output file (- for stdout)")
-    p.add_argument("--min-rating", type=float, default=None, help="leave out tasks rated lower (or not rated)")
+    p.add_argument("--min-rating", type=_number, default=None, help="leave out tasks rated lower (or not rated)")
     p.add_argument("--since", default=None, help="captured at or after this ISO 8601 time")
     p.add_argument("--until", default=None, help="captured before this ISO 8601 time")
     p.add_argument("--route", default=None, help="only captures of this route, e.g. /chat")
@@ -141,7 +142,7 @@ def _add_export(commands: argparse._SubParsersAction[Any]) -> None:
         "--policy", choices=POLICIES, default="latest", help="which annotation of a task to use (default %(default)s)"
     )
     p.add_argument(
-        "--label-threshold", type=float, default=None, help="rating format: label is rating >= this (default 4 of 5)"
+        "--label-threshold", type=_number, default=None, help="rating format: label is rating >= this (default 4 of 5)"
     )
     p.add_argument(
         "--manifest",
@@ -407,14 +408,14 @@ def _add_operations(commands: argparse._SubParsersAction[Any]) -> None:
         p.add_argument("--all", action="store_true", help="all dead letters")
         if name == "retry":
             p.add_argument("--no-deliver", action="store_true", help="only requeue; a running app delivers them")
-            p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for delivery")
+            p.add_argument("--timeout", type=_seconds, default=120.0, help="seconds to wait for delivery")
     dl.set_defaults(func=_dead_letters)
 
     help_text = "deliver the outbox to Label Studio until stopped (for apps run with LABEL_STUDIO_DELIVERY=off)"
     p = commands.add_parser("deliver", help=help_text, description=help_text)
     common(p, "the server delivered to, and its outbox")
-    p.add_argument("--report-every", type=float, default=60.0, help="seconds between progress lines (0: none)")
-    p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to finish delivery when stopped")
+    p.add_argument("--report-every", type=_seconds, default=60.0, help="seconds between progress lines (0: none)")
+    p.add_argument("--drain-timeout", type=_seconds, default=10.0, help="seconds to finish delivery when stopped")
     p.set_defaults(func=_deliver)
 
     help_text = "check the URL, the token and each project's label config against its mode"
@@ -453,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
                 default=local.DEFAULT_HOST,
                 help="address to listen on (default %(default)s: this machine only)",
             )
-            p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /health")
+            p.add_argument("--timeout", type=_seconds, default=300.0, help="seconds to wait for /health")
             p.add_argument(
                 "--database",
                 default=None,
@@ -466,6 +467,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(commands)
     _add_operations(commands)
     return parser
+
+
+def _number(text: str) -> float:
+    """A finite number (``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A duration: a finite number of seconds, not negative."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a duration cannot be negative: {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
