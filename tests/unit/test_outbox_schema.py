@@ -153,6 +153,31 @@ def test_a_failing_step_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: p
     assert "half_done" not in tables and moved == 0
 
 
+def test_a_file_rebuilt_from_a_dump_is_not_upgraded_again(tmp_path: Path) -> None:
+    """``.dump`` (the usual repair of a damaged file) drops ``user_version``: the meta table's copy says
+    the file is current, so its sessions are not digested a second time."""
+    outbox = SQLiteOutbox(tmp_path / "old" / "outbox.db")
+    ref = session_ref("alice", "s-1")
+    outbox.set_session_task("title:Chats", ref, 7, 8, 1.0)
+    dump = "\n".join(outbox._db().iterdump())
+    outbox.close()
+    rebuilt = tmp_path / "new" / "outbox.db"
+    rebuilt.parent.mkdir(mode=0o700)
+    db = sqlite3.connect(rebuilt)
+    db.executescript(dump)
+    db.close()
+    rebuilt.chmod(0o600)
+    assert user_version(rebuilt) == 0
+
+    restored = SQLiteOutbox(rebuilt)
+    try:
+        assert restored.session_task("title:Chats", ref) is not None
+        assert user_version(rebuilt) == sqlite_outbox.schema_version()
+        assert restored.meta() == {}
+    finally:
+        restored.close()
+
+
 def test_a_file_of_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
     outbox = SQLiteOutbox(tmp_path / "state" / "outbox.db")
     outbox.close()

@@ -128,23 +128,40 @@ def migrate(db: sqlite3.Connection, location: str) -> int:
 
     The version lives in SQLite's ``user_version`` header field, which commits and rolls back
     with the tables: a step that fails leaves the file as it was, to be tried on the next start.
+    A copy in the ``meta`` table survives a rebuild from ``.dump`` (which drops the header
+    field), so a restored file is never taken through steps it has already had.
     """
-    if db.execute("PRAGMA user_version").fetchone()[0] == schema_version():
-        return schema_version()  # the common case: no write, no lock
+    current = schema_version()
+    if db.execute("PRAGMA user_version").fetchone()[0] == current and _noted_version(db) == current:
+        return current  # the common case: no write, no lock
     db.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then find it done
     try:
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version > schema_version():
-            raise SchemaTooNew(location, version, schema_version())
+        version = max(int(db.execute("PRAGMA user_version").fetchone()[0]), _noted_version(db) or 0)
+        if version > current:
+            raise SchemaTooNew(location, version, current)
         for step in MIGRATIONS[version:]:
             step(db)
             version += 1
             db.execute(f"PRAGMA user_version = {version:d}")
+        db.execute(f"PRAGMA user_version = {version:d}")  # also for a restored file, which lost it
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_VERSION_KEY, str(version)))
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
     return version
+
+
+#: The ``meta`` key of the schema version's copy.
+_VERSION_KEY = "schema_version"
+
+
+def _noted_version(db: sqlite3.Connection) -> int | None:
+    """The schema version noted in the ``meta`` table, if any."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+        return None
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (_VERSION_KEY,)).fetchone()
+    return int(row[0]) if row else None
 
 
 #: A lease still in force: not expired, and its process still alive.
@@ -375,7 +392,7 @@ class SQLiteOutbox:
             db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
 
     def meta(self) -> dict[str, str]:
-        return dict(self._db().execute("SELECT key, value FROM meta").fetchall())
+        return dict(self._db().execute("SELECT key, value FROM meta WHERE key != ?", (_VERSION_KEY,)).fetchall())
 
     # -- dead letters ------------------------------------------------------------------------
     def dead_letters(self) -> list[tuple[int, CaptureRecord, str, float]]:
