@@ -527,8 +527,9 @@ def export_dataset(
     Each task is exported from one annotation; skipped (cancelled) annotations are ignored and
     tasks without another are left out. ``policy`` picks among several: ``latest`` (the most
     recently updated, default), ``first`` (the first created) or ``best`` (the highest rated).
-    A rating rates the answer as the annotator left it; an annotation without the TextArea keeps
-    the pre-filled answer.
+    A rating judges the model's answer (the ``rating`` rows hold it; ``sft`` and ``preference``
+    rows hold the annotator's correction); an annotation without the TextArea keeps the
+    pre-filled answer.
 
     Filters: ``since`` (inclusive) and ``until`` (exclusive) on ``data.captured_at``, ``route``
     and ``user`` (``data.user_id``) exactly, and ``min_rating``: tasks rated lower, or not rated,

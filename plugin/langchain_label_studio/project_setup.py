@@ -26,7 +26,8 @@ DESCRIPTION = {
 _COMMON = """
 <p><b>Priority</b>: open the <i>Review queue</i> tab and work from the top: failed runs, answers users
 disliked and answers users commented on come first (<code>priority</code> column, higher first).</p>
-<p><b>Rating</b>: 5 = correct, complete and well put; 4 = good, minor issues; 3 = usable but flawed;
+<p><b>Rating</b> judges the assistant's answer as it was given, before any correction of yours:
+5 = correct, complete and well put; 4 = good, minor issues; 3 = usable but flawed;
 2 = mostly wrong or unhelpful; 1 = wrong, harmful or off-topic.</p>
 <p><b>Corrections</b> become training data as they are: write the answer the assistant should have
 given, in its voice, complete (not a note about what is wrong). Do not add personal data; redacted
