@@ -496,3 +496,23 @@ def test_an_outbox_in_a_schema_with_capitals_or_a_dot_is_found_by_the_commands(p
         finally:
             outbox.close()
         assert PostgresOutbox.servers(pg_url, schema=schema) == ["http://label-studio.test"]
+
+
+def test_a_damaged_row_of_the_shared_outbox_is_set_aside_alone(pg_url):
+    from langchain_label_studio.outbox.base import UNREADABLE
+    from langchain_label_studio.outbox.postgres import PostgresOutbox
+    from langchain_label_studio.project import Project
+    from langchain_label_studio.record import CaptureRecord
+
+    outbox = PostgresOutbox(pg_url, "http://label-studio.test")
+    try:
+        outbox.put_many([CaptureRecord(Project("q").to_dict(), f"p{i}") for i in range(3)])
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("UPDATE label_studio.records SET payload = 'not json' WHERE payload LIKE '%\"p1\"%'")
+        claimed = outbox.claim(10, 60)
+        assert sorted(c.record.prompt for c in claimed) == ["p0", "p2"]
+        [(seq, record, reason, _)] = outbox.dead_letters()
+        assert reason == UNREADABLE and record.data == {"quarantined": UNREADABLE}
+        assert outbox.drop_dead_letters([seq]) == 1
+    finally:
+        outbox.close()
