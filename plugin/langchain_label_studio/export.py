@@ -545,6 +545,7 @@ def export_dataset(
     exists, written after the export). Without an earlier export, everything is exported.
     """
     _check_options(fmt, policy, since_last, cursor)
+    _check_writable(out, manifest if isinstance(manifest, (str, os.PathLike)) else None, cursor)
     start = parse_time(since) if since is not None else None
     end = parse_time(until) if until is not None else None
     manifest_path = manifest_location(out, manifest)
@@ -582,6 +583,20 @@ def _check_options(fmt: str, policy: str, since_last: bool, cursor: str | os.Pat
         raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
     if since_last and cursor is not None:
         raise ValueError("give either since_last or a cursor file, not both")
+
+
+def _check_writable(*targets: str | os.PathLike[str] | IO[str] | None) -> None:
+    """Refuse (ValueError), before Label Studio is asked anything, an output path that can never
+    be written: a directory, or a path under a file."""
+    for target in targets:
+        if not isinstance(target, (str, os.PathLike)) or str(target) == "-":
+            continue
+        path = Path(target)
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory: name a file to write")
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ValueError(f"cannot write {path}: {parent} is a file")
 
 
 def _client(client: LabelStudioClient | None, url: str | None, api_key: str | None) -> tuple[LabelStudioClient, bool]:

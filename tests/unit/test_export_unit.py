@@ -290,3 +290,18 @@ def test_earlier_export_whole_from_a_cursor_file_or_beside_the_manifest(tmp_path
     other = _series("http://ls.test", {"id": 5, "title": "Jokes"}, "rating", series["filters"], "latest", 4)
     with pytest.raises(ValueError, match="other options"):
         _earlier_export(other, None, False, tmp_path / "cursor.json")
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_label_studio_is_asked(tmp_path: Path) -> None:
+    from langchain_label_studio.export import export_dataset
+
+    class Unused:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError("Label Studio was asked")
+
+    (tmp_path / "afile").touch()
+    for out in (tmp_path, tmp_path / "afile" / "x.jsonl"):
+        with pytest.raises(ValueError, match="is a directory|is a file"):
+            export_dataset("P", "sft", out, client=Unused())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="is a directory"):
+        export_dataset("P", "sft", tmp_path / "x.jsonl", manifest=tmp_path, client=Unused())  # type: ignore[arg-type]
