@@ -253,7 +253,6 @@ class CaptureHandler(BaseCallbackHandler):
                 f"a request made more than {self.max_records} captures (a large batch?): the rest are not captured"
             )
             return
-        self._records += 1
         try:
             record = self._record(root, outputs, error)
         except Exception as exc:  # never let a capture problem reach the user's run
@@ -262,6 +261,7 @@ class CaptureHandler(BaseCallbackHandler):
             self.pipeline.metrics.skip("build_error")
             return
         if record is not None:
+            self._records += 1
             self.pipeline.submit(record)
             if challenger.chosen(self.context.project) and error is None and record.response is not None:
                 self._challenge(root, outputs, record)

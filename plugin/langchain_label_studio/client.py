@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from .record import dumps
+from .urls import public_url
 
 
 class LabelStudioError(Exception):
@@ -79,6 +80,8 @@ class LabelStudioClient:
     ) -> None:
         """``transport`` replaces the network (tests use ``httpx.MockTransport``)."""
         self.url = url.rstrip("/")
+        #: The URL as messages show it (without credentials).
+        self._shown = public_url(self.url)
         #: Seconds a request may take before it is given up (Label Studio may still carry it out).
         self.timeout = timeout
         self._api_key = api_key
@@ -124,10 +127,10 @@ class LabelStudioClient:
         try:
             return self._http.request(method, path, headers=headers, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise Unavailable(f"cannot reach Label Studio at {self.url}: {type(exc).__name__}") from None
+            raise Unavailable(f"cannot reach Label Studio at {self._shown}: {type(exc).__name__}") from None
         except httpx.TransportError as exc:
             raise Unavailable(
-                f"Label Studio at {self.url} did not answer: {type(exc).__name__}", maybe_applied=method != "GET"
+                f"Label Studio at {self._shown} did not answer: {type(exc).__name__}", maybe_applied=method != "GET"
             ) from None
 
     def _check(self, resp: httpx.Response, doing: str) -> httpx.Response:

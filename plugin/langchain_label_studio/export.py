@@ -309,7 +309,7 @@ def _turn_rows(
     Each row cuts the conversation at its turn: the history as the user saw it (the model's
     answers), then the turn's answer as the annotator left it. ``sft``: the turn's answer;
     ``preference``: corrected turns (the correction chosen, the model's answer rejected);
-    ``rating``: rated turns (the rating judges the answer as the annotator left it).
+    ``rating``: rated turns (the rating judges the model's answer).
     """
     reviewed = _reviewed(task, policy, config)
     if reviewed is None:

@@ -98,13 +98,16 @@ def authenticated_name(user: Any) -> str | None:
     try:
         if not getattr(user, "is_authenticated", False):
             return None
-        name = _identity(user) or getattr(user, "display_name", None)
-    except Exception:  # e.g. BaseUser's identity and display_name raise NotImplementedError
+    except Exception:
+        return None
+    for attribute in ("identity", "display_name"):  # BaseUser's raise NotImplementedError
         try:
-            name = getattr(user, "display_name", None)
+            name = _identity(user) if attribute == "identity" else getattr(user, attribute, None)
         except Exception:
-            name = None
-    return clean_id(name or None)
+            continue
+        if name:
+            return clean_id(name)
+    return None
 
 
 def _identity(user: Any) -> Any:

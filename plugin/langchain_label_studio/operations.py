@@ -96,7 +96,7 @@ def probe(url: str, api_key: str | None) -> dict[str, Any]:
         except AuthError as exc:
             report["token"] = f"refused {kind}: {exc}"
         except LabelStudioError as exc:
-            report["token"] = f"unknown: {exc}"
+            report["token"] = f"unknown: {strip_credentials(str(exc))}"
     client.close()
     return report
 
@@ -244,7 +244,7 @@ def check(settings: Settings, projects: list[Project]) -> list[str]:
     problems = []
     report = probe(settings.url or "", settings.api_key)
     if not report["reachable"]:
-        return [f"Label Studio does not answer at {settings.url} (GET /health failed)"]
+        return [f"Label Studio does not answer at {public_url(settings.url)} (GET /health failed)"]
     if not str(report["token"]).startswith("valid"):
         return [f"token {report['token']}"]
     client = LabelStudioClient(settings.url or "", settings.api_key)
@@ -261,7 +261,7 @@ def check(settings: Settings, projects: list[Project]) -> list[str]:
                     f"project {found.get('title')!r} (id {found['id']}) cannot take {project.mode} captures: {exc}"
                 )
     except LabelStudioError as exc:
-        problems.append(str(exc))
+        problems.append(strip_credentials(str(exc)))
     finally:
         client.close()
     return problems

@@ -37,5 +37,6 @@ def strip_credentials(text: str) -> str:
     return _USERINFO.sub(r"\1", text)
 
 
-#: A URL's ``user:password@``, up to its last ``@`` (a password may hold ``@``, ``#`` or ``?``).
-_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
+#: A URL's ``user:password@``: the characters RFC 3986 allows there, up to the last ``@`` before
+#: any other (``/``, ``?``, ``#`` and quotes end it: it never reaches into a query or the text after).
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[A-Za-z0-9\-._~%!$&'()*+,;=:]*@)+")

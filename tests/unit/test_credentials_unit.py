@@ -27,7 +27,7 @@ def closed_port() -> int:
     "url",
     [
         "http://admin:S3cr3tpw@127.0.0.1:9/x",
-        "postgresql://postgres:S3cr#t?pw@127.0.0.1:5999/db",  # as libpq takes it, unescaped
+        "postgresql://postgres:S3cr%23t%3Fpw@127.0.0.1:5999/db",
         "postgresql://postgres:S3cr@t@pw@127.0.0.1:5999/db",
         "postgresql://127.0.0.1:5999/db?user=postgres&password=S3cr#t@pw",
     ],
@@ -65,3 +65,16 @@ def test_status_and_errors_print_no_password(tmp_path: Path, capsys: pytest.Capt
     assert "127.0.0.1" in out.out + out.err
     assert PASSWORD not in out.out + out.err
     assert "write it as %40" in out.err
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("postgresql://host?password=p@ss", "postgresql://host?password=***"),
+        ("http://ls:8080/?next=a@b.c", "http://ls:8080/?next=a%40b.c"),
+    ],
+)
+def test_an_at_sign_in_a_query_is_not_taken_for_credentials(text: str, kept: str) -> None:
+    assert public_url(text) == kept
+    log = '{"url": "http://ls:8080", "email": "a@b.c"}'
+    assert strip_credentials(log) == log

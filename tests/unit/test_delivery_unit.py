@@ -468,6 +468,10 @@ def test_a_damaged_row_is_set_aside_alone_and_can_be_dropped(
     assert outbox.stats().pending == 0
     [(seq, record, reason, _)] = outbox.dead_letters()  # listed, though it cannot be read
     assert reason == UNREADABLE and record.data == {"quarantined": UNREADABLE}
+    assert outbox.requeue_dead_letters() == 1  # a retry does not stop at it...
+    delivery.step()
+    [(seq, _, reason, _)] = outbox.dead_letters()  # ...and it is set aside again
+    assert reason == UNREADABLE and len(fake.tasks) == 2
     assert outbox.drop_dead_letters([seq]) == 1 and outbox.dead_letters() == []
 
 

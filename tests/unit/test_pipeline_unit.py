@@ -110,3 +110,41 @@ def test_a_damaged_outbox_file_at_start_keeps_captures_in_memory_until_it_is_rep
         assert p.health()["committed"] == 3 and p.outbox.stats().pending == 3
     finally:
         p.close(timeout=1)
+
+
+def test_a_record_the_encoder_fails_on_is_set_aside_alone(tmp_path: Path) -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    def hook(record: CaptureRecord) -> CaptureRecord:
+        if record.prompt == "p1":
+            record.model_version = Unprintable()  # type: ignore[assignment]
+        return record
+
+    p = pipeline(tmp_path, before_capture=hook)
+    try:
+        for r in records(3):
+            p.submit(r)
+        assert p.flush(30)
+        health = p.health()
+        assert (health["committed"], health["pending"], health["dead_letters"]) == (3, 2, 1)
+    finally:
+        p.close(timeout=1)
+
+
+def test_what_counts_as_a_records_fault_and_what_as_the_storages() -> None:
+    import sqlite3
+
+    import psycopg
+    from psycopg import errors
+
+    from langchain_label_studio.outbox.base import OutboxUnavailable, is_record_fault
+
+    for exc in (TypeError(), ValueError(), RuntimeError(), RecursionError(), sqlite3.IntegrityError()):
+        assert is_record_fault(exc), exc
+    for exc in (errors.NumericValueOutOfRange(), errors.UniqueViolation(), psycopg.DataError()):
+        assert is_record_fault(exc), exc
+    storage = (OSError(), OutboxUnavailable("down"), sqlite3.OperationalError(), sqlite3.DatabaseError())
+    for exc in (*storage, errors.ReadOnlySqlTransaction(), errors.InsufficientPrivilege(), psycopg.OperationalError()):
+        assert not is_record_fault(exc), exc

@@ -161,18 +161,22 @@ def within_cap(
 
 
 def is_record_fault(exc: BaseException) -> bool:
-    """Whether a failure to store can be a record's (a value the encoder or the database refuses).
+    """Whether a failure to store can be a record's: the encoder failed on it, or the database
+    refused a value (its data or integrity errors, whatever their subclass).
 
-    Every other failure is the storage's (disk full, database down or read-only, permissions):
-    the records wait in memory for it to come back, none is set aside.
+    Every other failure of the database or the disk is the storage's (full, down, read-only, no
+    permission): the records wait in memory for it to come back, none is set aside.
     """
     if isinstance(exc, (OutboxUnavailable, OSError)):
         return False
-    return isinstance(exc, _RECORD_FAULTS) or type(exc).__name__ in ("DataError", "IntegrityError")
+    classes = type(exc).__mro__
+    if any(c.__module__.split(".")[0] in _DATABASE_MODULES for c in classes):
+        return any(c.__name__ in ("DataError", "IntegrityError") for c in classes)
+    return True
 
 
-#: Errors a record's own content can raise while it is encoded or stored.
-_RECORD_FAULTS = (TypeError, ValueError, ArithmeticError, LookupError, AttributeError, RecursionError)
+#: Where the outboxes' database errors come from.
+_DATABASE_MODULES = ("sqlite3", "psycopg", "psycopg_pool")
 
 
 def placeholder(record: CaptureRecord, reason: str) -> CaptureRecord:

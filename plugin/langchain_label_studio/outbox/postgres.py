@@ -14,6 +14,7 @@ Several Label Studio servers can share one database: rows are keyed by ``server`
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -37,6 +38,8 @@ from .base import (
     with_session_refs,
     within_cap,
 )
+
+logger = logging.getLogger("langchain_label_studio")
 
 try:
     import psycopg
@@ -433,6 +436,7 @@ class PostgresOutbox:
             record = read_record(payload)
             if record is None:  # set aside on its own: the rest of the batch goes on
                 self.dead_letter(seq, UNREADABLE)
+                logger.error("record %s of %s cannot be read: set aside as a dead letter", seq, self.location)
                 continue
             claimed.append(Claimed(seq, record, attempts, bool(sent), len(payload)))
             step_aside(i)

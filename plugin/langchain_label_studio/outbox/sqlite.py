@@ -7,6 +7,7 @@ process holding it is gone (a SIGKILLed worker's records go to the next process)
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -32,6 +33,8 @@ from .base import (
     with_session_refs,
     within_cap,
 )
+
+logger = logging.getLogger("langchain_label_studio")
 
 #: The tables of schema version 1, as 0.1.0 made them (it kept no version: ``user_version`` 0).
 _V1_TABLES = """
@@ -161,7 +164,10 @@ def _noted_version(db: sqlite3.Connection) -> int | None:
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
         return None
     row = db.execute("SELECT value FROM meta WHERE key = ?", (_VERSION_KEY,)).fetchone()
-    return int(row[0]) if row else None
+    try:
+        return max(0, int(row[0])) if row else None
+    except (TypeError, ValueError):  # not a number: the header field alone tells
+        return None
 
 
 #: A lease still in force: not expired, and its process still alive.
@@ -307,6 +313,7 @@ class SQLiteOutbox:
             record = read_record(payload)
             if record is None:  # set aside on its own: the rest of the batch goes on
                 self.dead_letter(seq, UNREADABLE)
+                logger.error("record %s of %s cannot be read: set aside as a dead letter", seq, self.location)
                 continue
             claimed.append(Claimed(seq, record, attempts, bool(sent), len(payload)))
             step_aside(i)
@@ -408,7 +415,8 @@ class SQLiteOutbox:
         with self._tx() as db:
             moved = db.execute(
                 "INSERT OR IGNORE INTO records (capture_id, project_key, session, payload, created_at) "
-                "SELECT capture_id, project_key, json_extract(payload, '$.session'), payload, failed_at "
+                "SELECT capture_id, project_key, "
+                "CASE WHEN json_valid(payload) THEN json_extract(payload, '$.session') END, payload, failed_at "
                 f"FROM dead_letters{where}",
                 args,
             ).rowcount
