@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from ..urls import public_url
-from .base import Claimed, Outbox, OutboxStats, OutboxUnavailable, SessionTask
+from .base import Claimed, Outbox, OutboxStats, OutboxUnavailable, SessionTask, cannot_open
 from .sqlite import SQLiteOutbox
 
 if TYPE_CHECKING:
@@ -83,9 +83,11 @@ class _PendingOutbox:
         self._outbox: Outbox | None = None
         self._retry_at = time.monotonic() + 1.0
         self._lock = threading.Lock()
-        self.error = _cannot_open(location, error)
+        self.error = cannot_open(location, error)
 
     def _opened(self) -> Outbox:
+        if self._outbox is not None:  # opened: no lock from then on
+            return self._outbox
         with self._lock:
             if self._outbox is None:
                 if time.monotonic() < self._retry_at:
@@ -94,7 +96,7 @@ class _PendingOutbox:
                     self._outbox = self._opener()
                 except _OPEN_ERRORS as exc:
                     self._retry_at = time.monotonic() + 1.0
-                    self.error = _cannot_open(self.location, exc)
+                    self.error = cannot_open(self.location, exc)
                     raise OutboxUnavailable(self.error) from None
             return self._outbox
 
@@ -104,9 +106,3 @@ class _PendingOutbox:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._opened(), name)
-
-
-def _cannot_open(location: str, exc: BaseException) -> str:
-    if isinstance(exc, OutboxUnavailable):
-        return str(exc)
-    return f"cannot open the capture outbox {location}: {type(exc).__name__}: {exc}"

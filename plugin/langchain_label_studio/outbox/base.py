@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from ..gil import step_aside
 from ..identity import digest, target_ref
 from ..record import CaptureRecord, new_id
+
+logger = logging.getLogger("langchain_label_studio")
 
 
 class OutboxUnavailable(Exception):
@@ -213,6 +217,30 @@ def read_record(payload: str | bytes) -> CaptureRecord | None:
     if not isinstance(record.capture_id, str) or not isinstance(record.project, dict):
         return None
     return record
+
+
+def claimed_records(
+    rows: Iterable[tuple[int, str, int, bool]], set_aside: Callable[[int, str], None], location: str
+) -> list[Claimed]:
+    """Claimed rows ``(seq, payload, attempts, sent)`` as records; a row that cannot be read is
+    set aside on its own (``set_aside(seq, UNREADABLE)``, a dead letter) and the rest go on."""
+    claimed = []
+    for i, (seq, payload, attempts, sent) in enumerate(rows):
+        record = read_record(payload)
+        if record is None:
+            set_aside(seq, UNREADABLE)
+            logger.error("record %s of %s cannot be read: set aside as a dead letter", seq, location)
+            continue
+        claimed.append(Claimed(seq, record, attempts, bool(sent), len(payload)))
+        step_aside(i)
+    return claimed
+
+
+def cannot_open(location: str, exc: BaseException) -> str:
+    """Why an outbox could not be opened, for logs and the health view."""
+    if isinstance(exc, OutboxUnavailable):
+        return str(exc)
+    return f"cannot open the capture outbox {location}: {type(exc).__name__}: {exc}"
 
 
 def listed_record(payload: str | bytes) -> CaptureRecord:

@@ -14,7 +14,6 @@ Several Label Studio servers can share one database: rows are keyed by ``server`
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import threading
@@ -22,24 +21,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ..gil import step_aside
 from ..record import FEEDBACK_QUEUE, CaptureRecord
 from ..urls import public_url
 from .base import (
-    UNREADABLE,
     Claimed,
     OutboxStats,
     OutboxUnavailable,
     SchemaTooNew,
     SessionTask,
+    claimed_records,
     listed_record,
-    read_record,
     session_digest,
     with_session_refs,
     within_cap,
 )
-
-logger = logging.getLogger("langchain_label_studio")
 
 try:
     import psycopg
@@ -431,16 +426,7 @@ class PostgresOutbox:
                 return conn.execute(self._q["claim"], {**args, "project_key": first[0]}).fetchall()
 
         rows = self._run(work)
-        claimed = []
-        for i, (seq, payload, attempts, sent) in enumerate(sorted(rows)):
-            record = read_record(payload)
-            if record is None:  # set aside on its own: the rest of the batch goes on
-                self.dead_letter(seq, UNREADABLE)
-                logger.error("record %s of %s cannot be read: set aside as a dead letter", seq, self.location)
-                continue
-            claimed.append(Claimed(seq, record, attempts, bool(sent), len(payload)))
-            step_aside(i)
-        return claimed
+        return claimed_records(sorted(rows), self.dead_letter, self.location)
 
     def _update(self, name: str, seqs: list[int], **args: Any) -> None:
         if seqs:

@@ -7,7 +7,6 @@ process holding it is gone (a SIGKILLed worker's records go to the next process)
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
@@ -17,24 +16,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..gil import step_aside
 from ..record import FEEDBACK_QUEUE, CaptureRecord
 from ..state_dir import lock_file, open_private, private_dir
 from .base import (
-    UNREADABLE,
     Claimed,
     OutboxStats,
     OutboxUnavailable,
     SchemaTooNew,
     SessionTask,
+    cannot_open,
+    claimed_records,
     listed_record,
-    read_record,
     session_digest,
     with_session_refs,
     within_cap,
 )
-
-logger = logging.getLogger("langchain_label_studio")
 
 #: The tables of schema version 1, as 0.1.0 made them (it kept no version: ``user_version`` 0).
 _V1_TABLES = """
@@ -215,7 +211,7 @@ class SQLiteOutbox:
             migrate(self._db(), self.location)
         except sqlite3.DatabaseError as exc:  # a damaged file, or locked past the timeout by a long upgrade
             self.close()
-            raise OutboxUnavailable(f"cannot open the capture outbox {path}: {type(exc).__name__}: {exc}") from None
+            raise OutboxUnavailable(cannot_open(self.location, exc)) from None
 
     # -- connections --------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -308,16 +304,7 @@ class SQLiteOutbox:
                 f"UPDATE records SET lease_owner = ?, lease_until = ? WHERE seq IN ({_placeholders(len(seqs))})",
                 (self._local.owner, now + lease_s, *seqs),
             )
-        claimed = []
-        for i, (seq, payload, attempts, sent) in enumerate(rows):
-            record = read_record(payload)
-            if record is None:  # set aside on its own: the rest of the batch goes on
-                self.dead_letter(seq, UNREADABLE)
-                logger.error("record %s of %s cannot be read: set aside as a dead letter", seq, self.location)
-                continue
-            claimed.append(Claimed(seq, record, attempts, bool(sent), len(payload)))
-            step_aside(i)
-        return claimed
+        return claimed_records(rows, self.dead_letter, self.location)
 
     def _update(self, sql: str, seqs: list[int], *args: object) -> None:
         if not seqs:
