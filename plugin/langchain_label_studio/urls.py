@@ -39,4 +39,5 @@ def strip_credentials(text: str) -> str:
 
 #: A URL's ``user:password@``: the characters RFC 3986 allows there, up to the last ``@`` before
 #: any other (``/``, ``?``, ``#`` and quotes end it: it never reaches into a query or the text after).
-_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[A-Za-z0-9\-._~%!$&'()*+,;=:]*@)+")
+#: The scheme is at most 32 characters long, so that text of any length is scanned in linear time.
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?:[A-Za-z0-9\-._~%!$&'()*+,;=:]*@)+")

@@ -78,3 +78,17 @@ def test_an_at_sign_in_a_query_is_not_taken_for_credentials(text: str, kept: str
     assert public_url(text) == kept
     log = '{"url": "http://ls:8080", "email": "a@b.c"}'
     assert strip_credentials(log) == log
+
+
+@pytest.mark.parametrize(
+    "text", ["'x' * 300_000", "'http://' + 'a' * 300_000", "'http://' + 'a@' * 150_000 + '/'", "'http://a' * 40_000"]
+)
+def test_credentials_are_stripped_from_any_long_text_in_linear_time(text: str) -> None:
+    """Error messages may quote what Label Studio answered: no text makes the search quadratic
+    (300,000 characters took minutes when the scheme's length was unbounded). A process of its
+    own, as a search holds the GIL: it is stopped if it runs on."""
+    import subprocess
+    import sys
+
+    code = f"from langchain_label_studio.urls import strip_credentials; strip_credentials({text})"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
