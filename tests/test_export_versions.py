@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -77,7 +77,7 @@ def test_manifest_then_since_last(label_studio, admin, questions, tmp_path):
     annotate(admin, sky, cancelled=True)
     a_sky = annotate(admin, sky, "The sky is blue.", 4, to_name="prompt")
     annotate(admin, sky, cancelled=True)  # a second annotator skipped it
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
 
     first = tmp_path / "sft-2026-12-01.jsonl"
     proc = cli(label_studio, "--project", project["title"], "--format", "sft", "--out", str(first))

@@ -87,7 +87,7 @@ def test_the_wheel_holds_the_package_only(built: Built):
     entry_points = wheel.read(f"{dist_info}/entry_points.txt").decode()
     assert f"langchain-label-studio = {PACKAGE}.cli:main" in entry_points
     metadata = wheel.read(f"{dist_info}/METADATA").decode()
-    assert f"Version: {VERSION}\n" in metadata and "Requires-Python: >=3.10" in metadata
+    assert f"Version: {VERSION}\n" in metadata and "Requires-Python: >=3.11" in metadata
     for extra in ("langserve", "langgraph", "all", "postgres"):
         assert f"Provides-Extra: {extra}\n" in metadata
 

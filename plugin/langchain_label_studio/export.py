@@ -28,7 +28,7 @@ import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -98,7 +98,7 @@ def parse_time(value: str | datetime) -> datetime:
             value = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             raise ValueError(f"not an ISO 8601 time: {value!r} (e.g. 2025-01-31 or 2025-01-31T12:00:00Z)") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _text(result: list[dict[str, Any]], name: str) -> str | None:
@@ -139,7 +139,7 @@ def _stamp(annotation: dict[str, Any], key: str) -> tuple[datetime, int]:
     try:
         when = parse_time(raw)
     except (TypeError, ValueError):
-        when = datetime.min.replace(tzinfo=timezone.utc)
+        when = datetime.min.replace(tzinfo=UTC)
     return when, int(annotation.get("id") or 0)
 
 
@@ -696,7 +696,7 @@ def _when(value: str) -> datetime:
     try:
         return parse_time(value)
     except (TypeError, ValueError):
-        return datetime.min.replace(tzinfo=timezone.utc)
+        return datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -836,7 +836,7 @@ def _manifest(
         "file": name,
         "sha256": written.sha256,
         "bytes": written.bytes,
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "plugin_version": version.__version__,
         **series,
         "counts": run.counts(written.rows),

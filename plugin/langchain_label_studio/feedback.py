@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .identity import session_key, session_ref
@@ -226,7 +226,7 @@ def feedback_record(
     claims: FeedbackClaims, project: dict[str, Any], feedback: Feedback, now: float | None = None
 ) -> CaptureRecord:
     """A record that adds one feedback to the task of the request (or session) the token names."""
-    at = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).isoformat()
+    at = datetime.fromtimestamp(time.time() if now is None else now, UTC).isoformat()
     return CaptureRecord(
         kind="feedback",
         project=project,

@@ -34,7 +34,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .capture import CaptureContext, CaptureHandler, current_handler, sampled
@@ -459,7 +459,7 @@ def _add_langserve_token(body: bytes, token: str, tokens: FeedbackTokens | None)
             else [r["feedback_tokens"] for r in meta["responses"]]
         )
         ttl_s = tokens.ttl_s if tokens is not None else DEFAULT_TTL_S
-        expires = datetime.fromtimestamp(time.time() + ttl_s, timezone.utc).isoformat()
+        expires = datetime.fromtimestamp(time.time() + ttl_s, UTC).isoformat()
         for entries in lists:
             entries.append({"key": "label_studio", "token_url": None, "token": token, "expires_at": expires})
         return json.dumps(payload).encode()

@@ -7,7 +7,7 @@ Data Manager (``first_message``, ``last_answer``), numbers annotators sort by (`
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .identity import as_ref
@@ -131,7 +131,7 @@ def build_task(record: CaptureRecord, layout: Layout) -> dict[str, Any]:
     data["capture_id"] = record.capture_id
     if record.session is not None:
         data["session_ref"] = as_ref(record.session)
-    data["captured_at"] = datetime.fromtimestamp(record.captured_at, timezone.utc).isoformat()
+    data["captured_at"] = datetime.fromtimestamp(record.captured_at, UTC).isoformat()
     # The Data Manager lists columns in the order it first meets them: what annotators read first.
     first = {k: data.pop(k) for k in ("first_message", "last_answer", "priority", "turns", "user_id") if k in data}
     task: dict[str, Any] = {"data": {**first, **data}}
