@@ -21,8 +21,11 @@ _ROLES = {
 
 def role_of(message: BaseMessage) -> str:
     """``user``, ``assistant``, ``system`` or ``tool`` (a ChatMessage keeps its own role)."""
-    role = getattr(message, "role", None) if message.type == "chat" else None
-    return _ROLES.get(str(role or message.type).lower(), str(role or message.type))
+    kind = message.type
+    if kind != "chat" and kind in _ROLES:
+        return _ROLES[kind]
+    role = getattr(message, "role", None) if kind == "chat" else None
+    return _ROLES.get(str(role or kind).lower(), str(role or kind))
 
 
 def _text_of(content: Any, parts: list[Any]) -> str:
@@ -56,7 +59,8 @@ def to_dialogue_item(message: BaseMessage) -> dict[str, Any]:
     (images, files) show as ``[image]`` with the raw parts kept under ``parts``.
     """
     parts: list[Any] = []
-    text = _text_of(message.content, parts)
+    content = message.content
+    text = content if type(content) is str else _text_of(content, parts)
     item: dict[str, Any] = {"role": role_of(message), "content": text}
     calls = getattr(message, "tool_calls", None) or []
     if calls:

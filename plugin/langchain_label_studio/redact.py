@@ -614,6 +614,20 @@ def _plain_key(key: str) -> bool:
     return len(key) < 18 and key.isascii() and key.replace("_", "a").isalpha()
 
 
+#: ``_key_kind`` of short keys seen (the same few keys come in every record), at most 1,024.
+_KEY_KINDS: dict[str, tuple[bool, bool]] = {}
+
+
+def _key_kind(key: str) -> tuple[bool, bool]:
+    """Whether a key is plain (:func:`_plain_key`) and whether it names a secret, remembered."""
+    kind = (_plain_key(key), names_secret(key))
+    if len(key) <= 64:
+        if len(_KEY_KINDS) >= 1024:
+            _KEY_KINDS.clear()
+        _KEY_KINDS[key] = kind
+    return kind
+
+
 def _collect(value: Any, into: list[str]) -> bool:
     """The strings of ``value`` (keys included) into ``into``; True when a key names a secret
     whose value is text."""
@@ -624,11 +638,15 @@ def _collect(value: Any, into: list[str]) -> bool:
     elif isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str):
-                if not _plain_key(key):
+                plain, secret = _KEY_KINDS.get(key) or _key_kind(key)
+                if not plain:
                     into.append(key)
-                if type(item) is str and item and names_secret(key):
+                if secret and type(item) is str and item:
                     named = True
-            named = _collect(item, into) or named
+            if type(item) is str and len(item) != 32:  # most values: no call needed
+                into.append(item)
+            else:
+                named = _collect(item, into) or named
     elif isinstance(value, list):
         for item in value:
             named = _collect(item, into) or named

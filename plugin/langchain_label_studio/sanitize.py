@@ -52,22 +52,41 @@ class Sanitizer:
             return value
         if depth > MAX_DEPTH:
             return self.text(_safe_repr(value))
-        if isinstance(value, Mapping):
-            return {self.text(k if type(k) is str else str(k)): self.value(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, dict):  # the common types first: the abstract ones are slower to test
+            return self._mapping(value, depth)
         if isinstance(value, (list, tuple, set, frozenset)):
             return [self.value(v, depth + 1) for v in value]
+        if isinstance(value, BaseMessage):
+            return self._message(value, depth + 1)
+        if isinstance(value, Mapping):
+            return self._mapping(value, depth)
         if isinstance(value, str):
             return self.text(str(value))
         if isinstance(value, (bool, int, float)):
             return value
-        if isinstance(value, BaseMessage):
-            return self.value(to_dialogue_item(value), depth + 1)
         if hasattr(value, "model_dump"):
             try:
                 return self.value(value.model_dump(), depth + 1)
             except Exception:
                 pass
         return self.text(_safe_str(value))
+
+    def _mapping(self, value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+        return {self.text(k if type(k) is str else str(k)): self.value(v, depth + 1) for k, v in value.items()}
+
+    def _message(self, message: BaseMessage, depth: int) -> Any:
+        """``value(to_dialogue_item(message), depth)``: the item is new and its keys are short
+        names of ours, so only its values are made safe."""
+        item = to_dialogue_item(message)
+        if depth > MAX_DEPTH:
+            return self.text(_safe_repr(item))
+        limit = self.max_chars + SCAN_MARGIN
+        for key, field_value in item.items():
+            if type(field_value) is not str:
+                item[key] = self.value(field_value, depth + 1)
+            elif len(field_value) > limit:
+                item[key] = cut(field_value, limit)
+        return item
 
 
 def cut(text: str, limit: int) -> str:
