@@ -113,7 +113,8 @@ def deliver(records: int) -> None:
     assert pipeline.outbox.stats().pending == 0
 
 
-def count(variant: str, n: int) -> int:
+def callgrind(args: list[str]) -> int:
+    """Instructions executed inside ``functools.reduce`` by ``python -m <args>`` (under callgrind)."""
     cmd = [
         "valgrind",
         "--tool=callgrind",
@@ -122,18 +123,18 @@ def count(variant: str, n: int) -> int:
         "--callgrind-out-file=/dev/null",
         sys.executable,
         "-m",
-        "bench.instructions",
-        "--inner",
-        variant,
-        "--requests",
-        str(n),
+        *args,
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     found = re.search(r"Collected : (\d+)", out.stderr)
     if out.returncode != 0 or not found:
-        raise SystemExit(f"{variant}: valgrind failed\n{out.stderr[-2000:]}")
-    return int(found.group(1)) // n
+        raise SystemExit(f"{' '.join(args)}: valgrind failed\n{out.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def count(variant: str, n: int) -> int:
+    return callgrind(["bench.instructions", "--inner", variant, "--requests", str(n)]) // n
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """What one chat turn costs as its session grows: the app's own work beside the plugin's.
 
     .venv/bin/python -m bench.session_growth [--sessions 40] [--lengths 1,10,50,200]
+    .venv/bin/python -m bench.session_growth --instructions [--sessions 3]
 
 The ``/chat`` graph of ``bench/app.py`` (a LangGraph ``MessagesState`` graph, instant fake model,
 ``MemorySaver`` checkpointer), invoked in-process. For each session length, ``--sessions`` threads
@@ -14,12 +15,20 @@ rounds; the medians are printed.
 Every turn the plugin records the whole conversation (the graph's final state), as the task shows
 it; the app re-reads and re-writes its own checkpoint of the same state each turn. The table shows
 whether the plugin's part grows faster than the app's.
+
+With ``--instructions`` (needs valgrind) it counts instead the instructions executed per turn under
+``callgrind``, which machine noise cannot move: each session length and variant in a process of its
+own, the sessions grown (with the plugin either way, so both have the same history) before counting.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import functools
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -67,11 +76,8 @@ async def timed(threads: list[str], make: Any) -> float:
     return (time.process_time() - start) / len(threads) * 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions", type=int, default=40)
-    parser.add_argument("--lengths", default="1,10,50,200")
-    args = parser.parse_args()
+def plugin_maker() -> Any:
+    """``make(thread)``: a capture handler of a chat project whose records get the writer's work at once."""
     settings = Settings(url="http://127.0.0.1:9", api_key="unused", state_dir=tempfile.mkdtemp(), deliver=False)
     sink = Inline(Pipeline(settings))
     project = Project("Session growth", mode="chat")
@@ -80,8 +86,63 @@ def main() -> None:
         context = CaptureContext(project=project, route="/chat", request_id=uuid.uuid4().hex, session_id=thread)
         return CaptureHandler(sink, context)  # type: ignore[arg-type]
 
+    return plugin
+
+
+def counted_turn(variant: str, length: int, sessions: int) -> None:
+    """Grow ``sessions`` sessions to ``length`` turns, then one more turn each inside ``functools.reduce``
+    (what ``callgrind`` counts)."""
+    plugin = plugin_maker()
+    make = plugin if variant == "plugin" else (lambda t: None)
+    threads = [uuid.uuid4().hex for _ in range(sessions)]
+    asyncio.run(grow(threads, length, plugin))
+
+    async def more() -> None:
+        for thread in threads:
+            await turn(thread, "and one more question about it", make(thread))
+
+    asyncio.run(more())  # warm: the first turns of a variant in this process
+    functools.reduce(lambda _, __: asyncio.run(more()), [0, 1])
+
+
+def instructions(lengths: list[int], sessions: int) -> None:
+    from bench.instructions import callgrind
+
+    jobs = [(variant, n) for n in lengths for variant in ("bare", "plugin")]
+
+    def count(job: tuple[str, int]) -> int:
+        variant, n = job
+        return callgrind(["bench.session_growth", "--inner", variant, "--lengths", str(n), "--sessions", str(sessions)])
+
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        counts = dict(zip(jobs, pool.map(count, jobs), strict=True))
+    print(f"{'turns before':>12} {'bare instr/turn':>16} {'plugin instr/turn':>18} {'plugin adds':>12} {'vs bare':>8}")
+    for n in lengths:
+        b, p = counts[("bare", n)] / sessions, counts[("plugin", n)] / sessions
+        print(f"{n:12d} {b / 1e6:14.2f} M {p / 1e6:16.2f} M {(p - b) / 1e6:10.2f} M {(p - b) / b:+8.1%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int)
+    parser.add_argument("--lengths", default="1,10,50,200")
+    parser.add_argument("--instructions", action="store_true", help="count instructions under callgrind")
+    parser.add_argument("--inner", choices=("bare", "plugin"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    lengths = [int(n) for n in args.lengths.split(",")]
+    if args.inner:
+        counted_turn(args.inner, lengths[0], args.sessions)
+        return
+    if args.instructions:
+        if not shutil.which("valgrind"):
+            raise SystemExit("install valgrind first: apt-get install valgrind")
+        instructions(lengths, args.sessions or 3)
+        return
+    args.sessions = args.sessions or 40
+    plugin = plugin_maker()
+
     print(f"{'turns before':>12} {'bare µs/turn':>13} {'plugin µs/turn':>15} {'plugin adds':>12} {'bare/plugin':>12}")
-    for length in (int(n) for n in args.lengths.split(",")):
+    for length in lengths:
         bare, with_plugin = [], []
         for _ in range(3):
             for runs, make in ((bare, lambda t: None), (with_plugin, plugin)):
