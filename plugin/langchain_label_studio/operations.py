@@ -38,7 +38,7 @@ def outboxes(settings: Settings, only_configured: bool = False) -> list[Outbox]:
         return [
             PostgresOutbox(settings.outbox, server, schema=schema)
             for server in servers
-            if not only_configured or server == url
+            if not only_configured or server == public_url(url)
         ]
     paths = sorted(Path(settings.state_dir or "").expanduser().glob("outbox-*.db"))
     if only_configured:
@@ -52,7 +52,7 @@ def is_configured(outbox: Outbox, settings: Settings) -> bool:
     file could change."""
     if isinstance(outbox, SQLiteOutbox):
         return outbox.path == sqlite_outbox_path(settings.state_dir or "", settings.url or "")
-    return getattr(outbox, "server", None) == settings.url
+    return getattr(outbox, "server", None) == public_url(settings.url)
 
 
 def configured_outbox(settings: Settings) -> Outbox:

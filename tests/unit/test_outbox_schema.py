@@ -43,7 +43,7 @@ def legacy_file(tmp_path: Path) -> tuple[Path, list[CaptureRecord], list[Capture
 
 def test_a_new_outbox_is_made_at_the_current_version(tmp_path: Path) -> None:
     outbox = SQLiteOutbox(tmp_path / "state" / "outbox.db")
-    assert user_version(outbox.path) == sqlite_outbox.schema_version() == 3
+    assert user_version(outbox.path) == sqlite_outbox.schema_version() == 4
     outbox.close()
 
 
@@ -125,14 +125,27 @@ def test_a_later_step_runs_once_after_the_earlier_ones(tmp_path: Path, monkeypat
     path, _, _ = legacy_file(tmp_path)
     ran: list[int] = []
 
-    def v3(db: sqlite3.Connection) -> None:
+    def later(db: sqlite3.Connection) -> None:
         ran.append(db.execute("PRAGMA user_version").fetchone()[0])  # what the earlier steps left
         db.execute("ALTER TABLE records ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(sqlite_outbox, "MIGRATIONS", [*sqlite_outbox.MIGRATIONS, v3])
+    monkeypatch.setattr(sqlite_outbox, "MIGRATIONS", [*sqlite_outbox.MIGRATIONS, later])
     SQLiteOutbox(path).close()
     SQLiteOutbox(path).close()
-    assert ran == [3] and user_version(path) == 4
+    assert ran == [4] and user_version(path) == 5
+
+
+def test_the_url_noted_in_an_earlier_file_loses_its_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "outbox-legacy.db"
+    make_sqlite(path)
+    records, dead = legacy_records("Jokes", "Chats")
+    fill_sqlite(path, records, dead, url="http://ops:hunter2-pass@label-studio.invalid")
+    outbox = SQLiteOutbox(path)
+    try:
+        assert outbox.meta()["label_studio_url"] == SERVER and outbox.stats().pending == 5
+    finally:
+        outbox.close()
+    assert b"hunter2" not in path.read_bytes()
 
 
 def test_a_failing_step_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,7 +226,7 @@ def test_postgres_0_1_0_schema_is_upgraded_and_keeps_everything(pg_url: str) -> 
     outbox = postgres.PostgresOutbox(pg_url, SERVER)
     try:
         captures = outbox.claim(100, 60)
-        assert pg_version(pg_url) == postgres.schema_version() == 3
+        assert pg_version(pg_url) == postgres.schema_version() == 4
         assert {c.record.capture_id for c in captures} == {r.capture_id for r in records[:2]}
         assert {c.record.capture_id for c in outbox.claim(100, 60)} == {r.capture_id for r in records[2:4]}
         assert outbox.claim(100, 60) == []
@@ -226,9 +239,39 @@ def test_postgres_0_1_0_schema_is_upgraded_and_keeps_everything(pg_url: str) -> 
         outbox.close()
     again = postgres.PostgresOutbox(pg_url, SERVER)
     try:
-        assert again.stats().pending == 6 and pg_version(pg_url) == 3
+        assert again.stats().pending == 6 and pg_version(pg_url) == 4
     finally:
         again.close()
+
+
+def test_postgres_rows_of_a_url_with_credentials_are_kept_without_them(pg_url: str) -> None:
+    """Earlier versions keyed rows by the URL as configured, ``user:password@`` included."""
+    import psycopg
+
+    from langchain_label_studio.outbox import postgres
+
+    secret_url = "http://ops:hunter2-pass@label-studio.invalid"
+    make_postgres(pg_url)
+    records, dead = legacy_records("Jokes", "Chats")
+    fill_postgres(pg_url, secret_url, records, dead)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO label_studio.sessions (server, project_key, session, task_id) VALUES (%s, %s, %s, %s)",
+            (secret_url, "title:Chats", "old-session", 41),
+        )
+
+    outbox = postgres.PostgresOutbox(pg_url, secret_url)
+    try:
+        assert outbox.server == SERVER
+        assert outbox.stats().pending == 5 and outbox.stats().dead_letters == 1
+        assert outbox.session_task("title:Chats", digest("old-session")) is not None
+        assert postgres.PostgresOutbox.servers(pg_url) == [SERVER]
+    finally:
+        outbox.close()
+    with psycopg.connect(pg_url) as conn:
+        for table in ("records", "sessions", "dead_letters", "meta"):
+            rows = conn.execute(f"SELECT * FROM label_studio.{table}").fetchall()
+            assert rows and "hunter2" not in repr(rows), table
 
 
 def test_postgres_failing_step_rolls_back_and_newer_schema_is_refused(
@@ -247,7 +290,7 @@ def test_postgres_failing_step_rolls_back_and_newer_schema_is_refused(
     monkeypatch.setattr(postgres, "MIGRATIONS", [*postgres.MIGRATIONS, broken])
     outbox = postgres.PostgresOutbox(pg_url, SERVER)
     try:
-        with pytest.raises(OutboxUnavailable, match="schema version 4: RuntimeError: a step that fails half way"):
+        with pytest.raises(OutboxUnavailable, match="schema version 5: RuntimeError: a step that fails half way"):
             outbox.stats()
     finally:
         outbox.close()

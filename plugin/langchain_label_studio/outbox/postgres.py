@@ -159,9 +159,49 @@ def _v3_session_refs(conn: psycopg.Connection, schema: str) -> None:
                 )
 
 
+def _v4_servers_without_credentials(conn: psycopg.Connection, schema: str) -> None:
+    """Version 4: ``server`` and the URL noted in ``meta`` are the Label Studio URL without
+    credentials (earlier versions kept ``user:password@`` of a URL that had them). Where the same
+    capture, session or fact is kept under both, the row without credentials stays."""
+    unique = {"records": ("capture_id",), "sessions": ("project_key", "session"), "meta": ("key",), "dead_letters": ()}
+    servers: set[str] = set()
+    for table in unique:
+        query = sql.SQL("SELECT DISTINCT server FROM {}").format(sql.Identifier(schema, table))
+        servers.update(row[0] for row in conn.execute(query).fetchall())
+    for old in sorted(servers):
+        new = public_url(old)
+        if new == old:
+            continue
+        for table, keys in unique.items():
+            name = sql.Identifier(schema, table)
+            args = {"old": old, "new": new}
+            if keys:
+                same = sql.SQL(" AND ").join(sql.SQL("n.{0} = o.{0}").format(sql.Identifier(k)) for k in keys)
+                conn.execute(
+                    sql.SQL(
+                        "DELETE FROM {0} AS o WHERE o.server = %(old)s "
+                        "AND EXISTS (SELECT 1 FROM {0} AS n WHERE n.server = %(new)s AND {1})"
+                    ).format(name, same),
+                    args,
+                )
+            conn.execute(sql.SQL("UPDATE {} SET server = %(new)s WHERE server = %(old)s").format(name), args)
+    meta = sql.Identifier(schema, "meta")
+    noted = sql.SQL("SELECT server, value FROM {} WHERE key = 'label_studio_url'").format(meta)
+    for server, url in conn.execute(noted).fetchall():
+        conn.execute(
+            sql.SQL("UPDATE {} SET value = %s WHERE server = %s AND key = 'label_studio_url'").format(meta),
+            (public_url(url), server),
+        )
+
+
 #: One migration per version step: ``MIGRATIONS[n]`` takes the tables from version ``n`` to ``n + 1``.
 #: Append a function to change the schema; never change one that has shipped.
-MIGRATIONS: list[Callable[[psycopg.Connection, str], None]] = [_v1_tables, _v2_feedback_queues, _v3_session_refs]
+MIGRATIONS: list[Callable[[psycopg.Connection, str], None]] = [
+    _v1_tables,
+    _v2_feedback_queues,
+    _v3_session_refs,
+    _v4_servers_without_credentials,
+]
 
 
 def schema_version() -> int:
@@ -186,8 +226,8 @@ def _key(text: str) -> int:
 class PostgresOutbox:
     """An :class:`~langchain_label_studio.outbox.Outbox` in PostgreSQL, shared by replicas.
 
-    ``server`` is the Label Studio URL the records are for; ``schema`` the database
-    schema of the tables, created on first use.
+    ``server`` is the Label Studio URL the records are for (kept without its credentials);
+    ``schema`` the database schema of the tables, created on first use.
     """
 
     def __init__(
@@ -202,7 +242,7 @@ class PostgresOutbox:
         connect_timeout_s: float = 5.0,
     ) -> None:
         self.url = url
-        self.server = server
+        self.server = public_url(server)
         self.schema = schema
         self.max_bytes = max_bytes
         self.unknown_grace_s = unknown_grace_s
@@ -563,7 +603,7 @@ class PostgresOutbox:
                 meta = sql.Identifier(schema, "meta").as_string(conn)  # quoted as the tables were made
                 if _one(conn.execute("SELECT to_regclass(%s)", (meta,)))[0] is None:
                     return []
-                return [row[0] for row in conn.execute(query).fetchall()]
+                return sorted({public_url(row[0]) for row in conn.execute(query).fetchall()})
         except psycopg.OperationalError as exc:
             raise OutboxUnavailable(f"the PostgreSQL outbox at {public_url(url)} is unavailable: {exc}") from None
 

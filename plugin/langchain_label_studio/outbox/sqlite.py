@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..record import FEEDBACK_QUEUE, CaptureRecord
 from ..state_dir import lock_file, open_private, private_dir
+from ..urls import public_url
 from .base import (
     Claimed,
     OutboxStats,
@@ -112,9 +113,21 @@ def _v3_session_refs(db: sqlite3.Connection) -> None:
     )
 
 
+def _v4_url_without_credentials(db: sqlite3.Connection) -> None:
+    """Version 4: the Label Studio URL noted in ``meta`` has no credentials (earlier versions noted
+    it as configured)."""
+    for (url,) in db.execute("SELECT value FROM meta WHERE key = 'label_studio_url'").fetchall():
+        db.execute("UPDATE meta SET value = ? WHERE key = 'label_studio_url'", (public_url(url),))
+
+
 #: One migration per version step: ``MIGRATIONS[n]`` takes the tables from version ``n`` to ``n + 1``.
 #: Append a function to change the schema; never change one that has shipped.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1_tables, _v2_feedback_queues, _v3_session_refs]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _v1_tables,
+    _v2_feedback_queues,
+    _v3_session_refs,
+    _v4_url_without_credentials,
+]
 
 
 def schema_version() -> int:
