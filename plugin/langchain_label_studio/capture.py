@@ -30,7 +30,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from . import challenger
 from .identity import clean_id, session_ref
-from .messages import last_answer, model_name, role_of
+from .messages import last_answer, model_name, role_of, to_dialogue
 from .pipeline import Pipeline
 from .project import Project
 from .record import STATE_TAIL_KEY, CaptureRecord
@@ -373,7 +373,7 @@ class CaptureHandler(BaseCallbackHandler):
     @staticmethod
     def _prompt(root: _Root, outputs: Any) -> tuple[Any, str | None]:
         if root.llm_calls == 1 and (root.llm_prompt is not None or root.llm_messages is not None):
-            prompt = root.llm_prompt if root.llm_messages is None else root.llm_messages  # items: Sanitizer
+            prompt = root.llm_prompt if root.llm_messages is None else to_dialogue(root.llm_messages)
             answer = root.llm_answer if root.llm_answer is not None else outputs
             return prompt, None if answer is None else to_text(answer)
         return to_text(root.inputs), None if outputs is None else to_text(outputs)

@@ -50,3 +50,27 @@ def test_the_state_holds_the_dialogue_once_and_the_task_shows_it_whole() -> None
     record.data["state"]["messages"] = [{"role": "user", "content": "scrubbed"}]
     data = build_task(record, parse_layout(DEFAULT_CONFIGS["chat"]))["data"]
     assert data["state"]["messages"] == [{"role": "user", "content": "scrubbed"}]
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+def test_a_prompt_captures_tool_arguments_as_deep_as_a_chat_does() -> None:
+    """A chat model's prompt becomes dialogue items at the same depth in either mode: arguments
+    nested 17 deep are kept as data, not cut to their text."""
+    model = FakeMessagesListChatModel(responses=[AIMessage("ok")])
+    call = {"name": "lookup", "args": _nested(17), "id": "call-1"}
+    prompt = [HumanMessage("hi"), AIMessage("", tool_calls=[call])]
+    sink = RecordingPipeline()
+    handler = CaptureHandler(sink, CaptureContext(project=Project("Prompts")))  # type: ignore[arg-type]
+    model.invoke(prompt, {"callbacks": [handler]})
+
+    [record] = sink.records
+    args = record.prompt[1]["tool_calls"][0]["args"]
+    for _ in range(17):
+        args = args["k"]
+    assert args == "leaf"
